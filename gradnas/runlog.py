@@ -1,0 +1,80 @@
+"""What a run leaves behind besides its checkpoint: JSON-lines log, TensorBoard scalars, environment."""
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+
+log = logging.getLogger("gradnas")
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def environment(device: torch.device, seed: int, deterministic: bool) -> dict[str, Any]:
+    return {
+        "gradnas": __version__, "git_commit": git_commit(), "torch": torch.__version__,
+        "python": platform.python_version(), "platform": platform.platform(),
+        "device": str(device), "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                                               else platform.processor() or platform.machine()),
+        "threads": torch.get_num_threads(), "seed": seed, "deterministic": deterministic,
+    }
+
+
+class RunLog:
+    """Per-epoch records as JSON lines plus TensorBoard scalars for every numeric field."""
+
+    def __init__(self, out: Path, resume_epoch: int = 0):
+        self.path = out / "log.jsonl"
+        # A resumed run redoes the epochs after its checkpoint: drop their lines if a kill left any.
+        kept = [line for line in self._lines() if json.loads(line)["epoch"] < resume_epoch]
+        self.path.write_text("".join(line + "\n" for line in kept))
+        self._tb_dir = out / "tensorboard"
+        self._writer = None
+
+    def _lines(self) -> list[str]:
+        return [ln for ln in self.path.read_text().splitlines() if ln.strip()] if self.path.exists() else []
+
+    @property
+    def writer(self):
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter  # imported on first use: it is slow to load
+            self._writer = SummaryWriter(str(self._tb_dir))
+        return self._writer
+
+    def write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        for key, value in _scalars(record):
+            self.writer.add_scalar(key, value, record["epoch"])
+        self.writer.flush()
+
+    def history(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self._lines()]
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+def _scalars(record: dict[str, Any], prefix: str = ""):
+    for key, value in record.items():
+        if isinstance(value, bool) or key == "epoch":
+            continue
+        if isinstance(value, (int, float)):
+            yield prefix + key, value
+        elif isinstance(value, dict):
+            yield from _scalars(value, f"{prefix}{key}/")

@@ -1,0 +1,134 @@
+"""Architecture updates: DARTS's bilevel step, first or second order (METHODS.md §2), or none at all.
+
+The search loop calls ``update.arch_step(...)`` before each weight step; which objective the
+architecture follows, whether it is frozen for warm-up epochs and how the gradient is approximated
+all live here.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ..registry import Registry
+from .model import SearchModel
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+ARCH_UPDATES: Registry = Registry("architecture update")
+
+
+def _grads(loss: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [g if g is not None else torch.zeros_like(p)
+            for g, p in zip(torch.autograd.grad(loss, params, allow_unused=True), params)]
+
+
+@ARCH_UPDATES.register("none")
+class NoArchUpdate:
+    """Single-level training: the architecture is not learned by gradient (IS-DARTS)."""
+
+    uses_validation = False
+
+    def __init__(self, model: SearchModel, **_):
+        self.model = model
+
+    def active(self, epoch: int) -> bool:
+        return False
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+@ARCH_UPDATES.register("bilevel")
+class Bilevel(NoArchUpdate):
+    """One Adam step on α (and any other architecture parameter) per iteration, on a validation batch.
+
+    ``order=2`` differentiates through one virtual SGD step of the weights and approximates the
+    Hessian-vector product by finite differences, as DARTS does.
+    """
+
+    uses_validation = True
+
+    def __init__(self, model: SearchModel, criterion: Callable, order: int = 1, lr: float = 3e-4,
+                 betas: tuple[float, float] = (0.5, 0.999), weight_decay: float = 1e-3, warmup_epochs: int = 0,
+                 fd_radius: float = 1e-2):
+        super().__init__(model)
+        self.fd_radius = fd_radius  # ε = fd_radius / ‖v‖ in the finite difference (0.01 in DARTS)
+        if order not in (1, 2):
+            raise ValueError(f"order must be 1 or 2, got {order}")
+        self.criterion, self.order, self.warmup_epochs = criterion, order, warmup_epochs
+        self.arch_params = list(model.arch_parameters())
+        self.optimizer = torch.optim.Adam(self.arch_params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+
+    def active(self, epoch: int) -> bool:
+        """PC-DARTS freezes the architecture for its warm-up epochs."""
+        return epoch >= self.warmup_epochs
+
+    def objective(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validation loss plus any regulariser of the parameterisation; also returns the logits."""
+        x, y = batch
+        logits = self.model(x)
+        loss = self.criterion(logits, y)
+        extra = self.model.arch.regularizer()
+        return (loss if extra is None else loss + extra), logits
+
+    def arch_step(self, train: Batch, val: Batch,
+                  weight_optimizer: torch.optim.Optimizer) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.order == 1:
+            loss, logits = self.objective(val)
+            grads = _grads(loss, self.arch_params)  # no weight gradients are computed for this step
+        else:
+            loss, logits, grads = self.unrolled_gradient(train, val, weight_optimizer)
+        for p, g in zip(self.arch_params, grads):
+            p.grad = g
+        self.optimizer.step()
+        return loss.detach(), logits.detach()
+
+    # -- second order ---------------------------------------------------------------------------
+    def unrolled_gradient(self, train: Batch, val: Batch, weight_optimizer: torch.optim.Optimizer):
+        """g_α = ∇_α L_val(w', α) − ξ · H·v, with w' one virtual SGD step from w (METHODS.md §2)."""
+        weights = [p for p in self.model.weight_parameters() if p.requires_grad]
+        group = weight_optimizer.param_groups[0]
+        xi, momentum, wd = group["lr"], group.get("momentum", 0.0), group.get("weight_decay", 0.0)
+        buffers = [b.clone() for b in self.model.buffers()]
+        originals = [p.detach().clone() for p in weights]
+
+        dw = _grads(self.criterion(self.model(train[0]), train[1]), weights)
+        with torch.no_grad():
+            for p, g in zip(weights, dw):
+                v = weight_optimizer.state.get(p, {}).get("momentum_buffer")
+                step = g + wd * p if v is None else momentum * v + g + wd * p
+                p.sub_(xi * step)
+
+        loss, logits = self.objective(val)
+        grads = _grads(loss, self.arch_params + weights)
+        g_alpha, g_w = grads[:len(self.arch_params)], grads[len(self.arch_params):]
+
+        with torch.no_grad():
+            torch._foreach_copy_(weights, originals)
+        hvp = self.hessian_vector_product(g_w, train, weights, self.fd_radius)
+        with torch.no_grad():
+            torch._foreach_copy_(list(self.model.buffers()), buffers)  # extra forwards must not move BN stats
+        return loss, logits, [ga - xi * h for ga, h in zip(g_alpha, hvp)]
+
+    def hessian_vector_product(self, vector: list[torch.Tensor], train: Batch, weights: list[torch.Tensor],
+                               r: float) -> list[torch.Tensor]:
+        """∇²_{α,w} L_train · vector by central differences with ε = r / ‖vector‖; w is left unchanged."""
+        eps = r / torch.linalg.vector_norm(torch.stack(torch._foreach_norm(vector)))
+        step = torch._foreach_mul(vector, eps)  # tensors throughout: no host synchronisation
+        grads = []
+        for sign in (1, -1):
+            with torch.no_grad():
+                torch._foreach_add_(weights, step, alpha=1 if sign > 0 else -2)  # w + εv, then w − εv
+            grads.append(_grads(self.criterion(self.model(train[0]), train[1]), self.arch_params))
+        with torch.no_grad():
+            torch._foreach_add_(weights, step)
+        return [(gp - gn) / (2 * eps) for gp, gn in zip(*grads)]
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])

@@ -1,0 +1,250 @@
+"""The search loop: one readable loop for every method.
+
+Per iteration: an architecture step (if the method has one and it is active), then a weight step.
+Per epoch: derive and log the genotype, run the method's epoch hooks, write an atomic checkpoint.
+Everything a method changes lives in the parts it is built from (edge, parameterisation, update, hooks).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import yaml
+from tqdm.auto import tqdm
+
+from ..arch import ARCHITECTURES, EdgeNormalization
+from ..config import SearchConfig
+from ..data import Augment, DeviceLoader, ImageDataset, load_dataset, search_split
+from ..errors import GradnasError
+from ..genotypes import Genotype, format_arch_string, format_darts, save_genotype
+from ..runlog import RunLog, environment, log
+from ..selection import derive_genotype
+from ..spaces import DEFAULT_OPS, SPACES
+from .bilevel import ARCH_UPDATES
+from .checkpoint import load_checkpoint, rng_state, save_atomic, seed_everything, set_rng_state
+from .hooks import build_hooks
+from .model import SearchModel
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class SearchResult:
+    genotype: Genotype
+    history: list[dict[str, Any]]
+    paths: dict[str, Path] = field(default_factory=dict)
+    model: SearchModel | None = None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise GradnasError(f"unknown device {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise GradnasError("device 'cuda' asked for, but no CUDA device is available")
+    return device
+
+
+def edge_choice(config: SearchConfig) -> tuple[str, dict[str, Any]]:
+    """The mixed-edge kind and its options for this configuration."""
+    from ..edges import EDGES
+    factory = EDGES[config.edge]
+    options = getattr(factory, "options_from_config", lambda cfg: {})(config)
+    return config.edge, options
+
+
+def build_search_model(config: SearchConfig, num_classes: int, in_channels: int = 3) -> SearchModel:
+    """Supernet of the configured space with the configured edge, bound to its parameterisation."""
+    op_names = tuple(config.ops) if config.ops else DEFAULT_OPS[config.space]
+    edge, edge_options = edge_choice(config)
+    net = SPACES[config.space](C=config.channels, num_classes=num_classes, layers=config.layers,
+                               in_channels=in_channels, op_names=op_names, edge=edge, edge_options=edge_options)
+    arch = ARCHITECTURES[config.arch](net.cell_types, net.op_names, net.in_degrees)
+    if config.edge_norm:
+        arch.add(EdgeNormalization(net.cell_types, net.in_degrees))
+    return SearchModel(net, arch)
+
+
+class Searcher:
+    """Holds the state of one search run; :meth:`run` executes it (resuming when asked)."""
+
+    def __init__(self, config: SearchConfig, dataset: ImageDataset | None = None, resume: bool = False):
+        self.out = Path(config.out)
+        self.checkpoint_path = self.out / CHECKPOINT
+        state = load_checkpoint(self.checkpoint_path) if resume else None
+        if state is not None:  # the run's own configuration; only where it writes and its display may change
+            config = SearchConfig(**{**state["config"], "out": str(self.out), "progress": config.progress})
+        self.config = config
+        self.out.mkdir(parents=True, exist_ok=True)
+        seed_everything(config.seed, config.deterministic)
+        self.device = resolve_device(config.device)
+        self.data = dataset if dataset is not None else load_dataset(config.data, config.data_root)
+
+        self.model = build_search_model(config, self.data.num_classes, self.data.in_channels).to(self.device)
+        self.criterion = nn.CrossEntropyLoss()
+        self.weights = [p for p in self.model.weight_parameters()]
+        self.optimizer = torch.optim.SGD(self.weights, lr=config.lr, momentum=config.momentum,
+                                         nesterov=config.nesterov, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, config.epochs, config.lr_min)
+        self.update = ARCH_UPDATES[config.arch_update](
+            self.model, criterion=self.criterion, order=config.order, lr=config.arch_lr,
+            betas=config.arch_betas, weight_decay=config.arch_weight_decay, warmup_epochs=config.arch_warmup_epochs)
+        self._build_loaders()
+        self.hooks = build_hooks(config, self)
+        self.start_epoch = 0
+        self.history: list[dict[str, Any]] = []
+        if state is not None:
+            self._restore(state)
+        self.log = RunLog(self.out, self.start_epoch)
+
+    # -- setup ------------------------------------------------------------------------------------
+    def _build_loaders(self) -> None:
+        c, d = self.config, self.data
+        augment = Augment(crop=True, flip=True, cutout=c.cutout, padding=d.crop_padding)
+        n = len(d.y_train)
+        if self.update.uses_validation:
+            train_idx, val_idx = search_split(n, c.train_portion, c.seed)
+        else:  # single-level methods train on all data
+            train_idx, val_idx = torch.arange(n), None
+        loader = lambda idx, seed: DeviceLoader(d.x_train[idx], d.y_train[idx], c.batch_size, d.mean, d.std,
+                                                augment, device=self.device, seed=seed)
+        if len(train_idx) < c.batch_size:
+            raise GradnasError(f"batch size {c.batch_size} exceeds the {len(train_idx)} training images "
+                               f"of {d.name}; pass a smaller --batch-size")
+        self.train_loader = loader(train_idx, c.seed)
+        self.val_loader = loader(val_idx, c.seed + 1) if val_idx is not None else None
+
+    def state_dict(self, next_epoch: int) -> dict[str, Any]:
+        return {
+            "epoch": next_epoch, "config": self.config.to_dict(), "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "update": self.update.state_dict(), "hooks": [h.state_dict() for h in self.hooks],
+            "train_loader": self.train_loader.state_dict(),
+            "val_loader": self.val_loader.state_dict() if self.val_loader is not None else None,
+            "rng": rng_state(), "history": self.history,
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        for hook, hook_state in zip(self.hooks, state["hooks"]):
+            hook.load_state_dict(hook_state)  # first: hooks may reshape the model (removed ops)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.update.load_state_dict(state["update"])
+        self.train_loader.load_state_dict(state["train_loader"])
+        if self.val_loader is not None:
+            self.val_loader.load_state_dict(state["val_loader"])
+        set_rng_state(state["rng"])
+        self.start_epoch, self.history = state["epoch"], state["history"]
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def genotype(self) -> Genotype:
+        for hook in self.hooks:
+            genotype = hook.genotype(self)
+            if genotype is not None:
+                return genotype
+        return derive_genotype(self.model.arch, self.config.space, self.config.selection)
+
+    def run(self) -> SearchResult:
+        c = self.config
+        (self.out / "config.yaml").write_text(yaml.safe_dump(c.to_dict(), sort_keys=False))
+        env = environment(self.device, c.seed, c.deterministic)
+        (self.out / "env.json").write_text(json.dumps(env, indent=2))
+        steps = min(len(self.train_loader), c.steps_per_epoch or len(self.train_loader))
+        bar = tqdm(total=(c.epochs - self.start_epoch) * steps, disable=not c.progress, unit="step",
+                   dynamic_ncols=True, leave=False)
+        try:
+            for epoch in range(self.start_epoch, c.epochs):
+                started = time.perf_counter()
+                for hook in self.hooks:
+                    hook.on_epoch_start(self, epoch)
+                stats = self.train_epoch(epoch, steps, bar)
+                record = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], **stats}
+                self.scheduler.step()
+                for hook in self.hooks:
+                    record.update(hook.on_epoch_end(self, epoch) or {})
+                genotype = self.genotype()
+                record.update(genotype=genotype_text(genotype), arch=self.model.arch.summary(),
+                              seconds=round(time.perf_counter() - started, 3))
+                self.history.append(record)
+                self.log.write(record)
+                save_atomic(self.state_dict(epoch + 1), self.checkpoint_path)
+                log.info("epoch %d/%d %s", epoch + 1, c.epochs, _brief(record))
+        finally:
+            bar.close()
+            self.log.close()
+        genotype = self.genotype()
+        paths = {"genotype": self.out / "genotype.json", "log": self.log.path, "checkpoint": self.checkpoint_path,
+                 "config": self.out / "config.yaml"}
+        save_genotype(genotype, paths["genotype"])
+        return SearchResult(genotype, self.history, paths, self.model)
+
+    def train_epoch(self, epoch: int, steps: int, bar: tqdm) -> dict[str, float]:
+        c, model = self.config, self.model
+        model.train()
+        arch_active = self.update.active(epoch)
+        val_batches = iter(self.val_loader) if arch_active else None
+        totals = torch.zeros(5, device=self.device)  # train loss, train correct, val loss, val correct, images
+        first_bad = torch.full((), -1, device=self.device, dtype=torch.long)
+        for step, (x, y) in enumerate(self.train_loader):
+            if step >= steps:
+                break
+            if arch_active:
+                xv, yv = next(val_batches)
+                val_loss, val_logits = self.update.arch_step((x, y), (xv, yv), self.optimizer)
+                totals[2:4] += torch.stack([val_loss * len(yv), (val_logits.argmax(1) == yv).sum()])
+            self.optimizer.zero_grad(set_to_none=True)
+            logits = model(x)
+            loss = self.criterion(logits, y)
+            loss.backward(inputs=self.weights)  # architecture gradients are not needed here
+            nn.utils.clip_grad_norm_(self.weights, c.grad_clip)
+            self.optimizer.step()
+            loss = loss.detach()
+            totals[0:2] += torch.stack([loss * len(y), (logits.detach().argmax(1) == y).sum()])
+            totals[4] += len(y)
+            # Flag the first non-finite loss without synchronising with the device every step.
+            bad = ~torch.isfinite(loss)
+            if arch_active:
+                bad |= ~torch.isfinite(val_loss)
+            first_bad = torch.where((first_bad < 0) & bad, step, first_bad)
+            if (step + 1) % c.log_every == 0 or step + 1 == steps:
+                self._check_finite(first_bad, epoch)
+                n = totals[4].item()
+                bar.set_description(f"epoch {epoch + 1}/{c.epochs}")
+                bar.set_postfix(loss=f"{totals[0].item() / n:.3f}", acc=f"{100 * totals[1].item() / n:.1f}")
+            bar.update(1)
+        n = totals[4].item()
+        stats = {"train_loss": totals[0].item() / n, "train_acc": 100 * totals[1].item() / n}
+        if arch_active:
+            stats.update(val_loss=totals[2].item() / n, val_acc=100 * totals[3].item() / n)
+        return stats
+
+    def _check_finite(self, first_bad: torch.Tensor, epoch: int) -> None:
+        step = int(first_bad.item())
+        if step >= 0:
+            raise GradnasError(
+                f"non-finite loss at epoch {epoch + 1}, step {step + 1}; stopped. The last good checkpoint "
+                f"({self.checkpoint_path}) is intact: lower --lr or --arch-lr and --resume")
+
+
+def genotype_text(genotype: Genotype) -> str:
+    return format_arch_string(genotype) if genotype.space == "nb201" else format_darts(genotype)
+
+
+def _brief(record: dict[str, Any]) -> str:
+    keys = ("train_loss", "train_acc", "val_loss", "val_acc", "seconds")
+    return " ".join(f"{k}={record[k]:.4g}" for k in keys if isinstance(record.get(k), float) and math.isfinite(record[k]))
+
+
+def search(config: SearchConfig, dataset: ImageDataset | None = None, resume: bool = False) -> SearchResult:
+    """Run (or resume) a search and return its genotype, per-epoch history and output paths."""
+    return Searcher(config, dataset, resume).run()

@@ -1,0 +1,29 @@
+"""Building blocks shared by search supernets and evaluation networks."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .ops import ReLUConvBN
+
+
+class ResidualBlock(nn.Module):
+    """The NAS-Bench-201 residual block between stages (METHODS.md §1.2): halves H×W, Ci → Co."""
+
+    def __init__(self, C_in: int, C_out: int, affine: bool = True):
+        super().__init__()
+        self.conv_a = ReLUConvBN(C_in, C_out, 3, 2, 1, affine)
+        self.conv_b = ReLUConvBN(C_out, C_out, 3, 1, 1, affine)
+        self.shortcut = nn.Sequential(nn.AvgPool2d(2, 2), nn.Conv2d(C_in, C_out, 1, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv_b(self.conv_a(x)) + self.shortcut(x)
+
+
+def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
+    """Zero whole samples with probability ``drop_prob`` and rescale the rest (DARTS evaluation nets)."""
+    if drop_prob <= 0.0:
+        return x
+    keep = 1.0 - drop_prob
+    mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
+    return x * mask / keep

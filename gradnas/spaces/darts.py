@@ -1,0 +1,94 @@
+"""The DARTS cell search space (METHODS.md §1.1): 14-edge cells, normal and reduction, on a CIFAR macro."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ..arch.base import CellWeights
+from ..edges import build_edge
+from .ops import DARTS_OPS, FactorizedReduce, ReLUConvBN
+
+STEPS = 4
+IN_DEGREES = tuple(range(2, 2 + STEPS))  # node n (2..5) has n incoming edges
+
+
+def reduction_layers(layers: int) -> tuple[int, int]:
+    return layers // 3, 2 * layers // 3
+
+
+class SearchCell(nn.Module):
+    def __init__(self, C_pp: int, C_p: int, C: int, reduction: bool, reduction_prev: bool,
+                 op_names: tuple[str, ...], edge: str, edge_options: dict):
+        super().__init__()
+        self.reduction = reduction
+        self.preprocess0 = (FactorizedReduce(C_pp, C, affine=False) if reduction_prev
+                            else ReLUConvBN(C_pp, C, 1, 1, 0, affine=False))
+        self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=False)
+        self.edges = nn.ModuleList(
+            build_edge(edge, "darts", op_names, C, 2 if reduction and source < 2 else 1, **edge_options)
+            for n in IN_DEGREES for source in range(n))
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: CellWeights) -> torch.Tensor:
+        states = sum_nodes(self.edges, [self.preprocess0(s0), self.preprocess1(s1)], STEPS, weights)
+        return torch.cat(states[2:], 1)
+
+
+def sum_nodes(edges: nn.ModuleList, states: list[torch.Tensor], num_nodes: int,
+              weights: CellWeights) -> list[torch.Tensor]:
+    """Append ``num_nodes`` nodes to ``states``, each node = Σ over all earlier states of scale_e · edge_e(state).
+
+    Shared by both spaces: edges are ordered by target node, then source.
+    """
+    ops = weights.ops.unbind(0)
+    scales = weights.edges.unbind(0) if weights.edges is not None else None
+    groups = weights.groups.unbind(0) if weights.groups is not None else None
+    e = 0
+    for n in range(num_nodes):
+        node = None
+        for h in list(states):
+            y = edges[e](h, ops[e]) if groups is None else edges[e](h, ops[e], groups[e])
+            if y is not None:
+                if scales is None:
+                    node = y if node is None else node + y
+                else:
+                    node = y * scales[e] if node is None else torch.addcmul(node, y, scales[e])
+            e += 1
+        if node is None:
+            raise RuntimeError(f"node {len(states)} has no active incoming op")
+        states.append(node)
+    return states
+
+
+class DartsSupernet(nn.Module):
+    """Stem, L cells (reductions at ⌊L/3⌋ and ⌊2L/3⌋), global pool, linear (METHODS.md §1.1)."""
+
+    space = "darts"
+    in_degrees = IN_DEGREES
+
+    def __init__(self, C: int = 16, num_classes: int = 10, layers: int = 8, in_channels: int = 3,
+                 op_names: tuple[str, ...] = DARTS_OPS, edge: str = "mixed", edge_options: dict | None = None,
+                 stem_multiplier: int = 3):
+        super().__init__()
+        self.op_names = tuple(op_names)
+        C_curr = stem_multiplier * C
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
+        C_pp, C_p, C_curr = C_curr, C_curr, C
+        self.cell_types: list[str] = []
+        self.cells = nn.ModuleList()
+        reduction_prev = False
+        for i in range(layers):
+            reduction = i in reduction_layers(layers)
+            C_curr = C_curr * 2 if reduction else C_curr
+            self.cells.append(SearchCell(C_pp, C_p, C_curr, reduction, reduction_prev,
+                                         self.op_names, edge, edge_options or {}))
+            self.cell_types.append("reduce" if reduction else "normal")
+            reduction_prev = reduction
+            C_pp, C_p = C_p, STEPS * C_curr
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(C_p, num_classes)
+
+    def forward(self, x: torch.Tensor, weights: list[CellWeights]) -> torch.Tensor:
+        s0 = s1 = self.stem(x)
+        for cell, w in zip(self.cells, weights):
+            s0, s1 = s1, cell(s0, s1, w)
+        return self.classifier(self.global_pooling(s1).flatten(1))

@@ -1,0 +1,57 @@
+"""The NAS-Bench-201 search space (METHODS.md §1.2): 4-node cells that sum, on a 3-stage residual macro."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ..arch.base import CellWeights
+from ..edges import build_edge
+from .blocks import ResidualBlock
+from .darts import sum_nodes
+from .ops import NB201_OPS
+
+NODES = 3
+IN_DEGREES = (1, 2, 3)  # edges (1←0), (2←0), (2←1), (3←0), (3←1), (3←2)
+
+
+class SearchCell(nn.Module):
+    def __init__(self, C: int, op_names: tuple[str, ...], edge: str, edge_options: dict):
+        super().__init__()
+        self.edges = nn.ModuleList(build_edge(edge, "nb201", op_names, C, 1, **edge_options)
+                                   for n in IN_DEGREES for _ in range(n))
+
+    def forward(self, x: torch.Tensor, weights: CellWeights) -> torch.Tensor:
+        return sum_nodes(self.edges, [x], NODES, weights)[-1]
+
+
+class NB201Supernet(nn.Module):
+    """Stem, N cells at C, residual block, N cells at 2C, residual block, N cells at 4C, BN-ReLU-pool-linear."""
+
+    space = "nb201"
+    in_degrees = IN_DEGREES
+
+    def __init__(self, C: int = 16, num_classes: int = 10, layers: int = 5, in_channels: int = 3,
+                 op_names: tuple[str, ...] = NB201_OPS, edge: str = "mixed", edge_options: dict | None = None):
+        super().__init__()
+        self.op_names = tuple(op_names)
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
+        self.cells = nn.ModuleList()
+        self.cell_types: list[str] = []
+        self.blocks = nn.ModuleDict()
+        for stage, width in enumerate((C, 2 * C, 4 * C)):
+            if stage:
+                self.blocks[str(len(self.cells))] = ResidualBlock(width // 2, width)
+            for _ in range(layers):
+                self.cells.append(SearchCell(width, self.op_names, edge, edge_options or {}))
+                self.cell_types.append("normal")
+        self.lastact = nn.Sequential(nn.BatchNorm2d(4 * C), nn.ReLU())
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(4 * C, num_classes)
+
+    def forward(self, x: torch.Tensor, weights: list[CellWeights]) -> torch.Tensor:
+        x = self.stem(x)
+        for k, (cell, w) in enumerate(zip(self.cells, weights)):
+            if str(k) in self.blocks:
+                x = self.blocks[str(k)](x)
+            x = cell(x, w)
+        return self.classifier(self.global_pooling(self.lastact(x)).flatten(1))

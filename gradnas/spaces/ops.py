@@ -1,0 +1,114 @@
+"""Candidate operations of the DARTS and NAS-Bench-201 spaces (METHODS.md §1.1, §1.2).
+
+Every op maps C → C channels with stride 1 or 2 and is built by ``build_op(space, name, C, stride, affine)``.
+Convolutions are bias-free. ``conv_groups`` groups the pointwise convs inside candidate ops (the
+G-DARTS-A grouped-convolution variant, METHODS.md §4); depthwise convs and cell preprocessing keep theirs.
+
+Ops that start with a ReLU subclass :class:`ReLUFirst`, so a mixed edge can apply that ReLU once for all
+of its candidates instead of once per op (same result, fewer kernels and saved tensors).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..registry import Registry
+
+DARTS_OPS = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
+             "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
+NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+
+OPS: dict[str, Registry] = {"darts": Registry("DARTS op"), "nb201": Registry("NB201 op")}
+
+
+def build_op(space: str, name: str, C: int, stride: int, affine: bool, conv_groups: int = 1) -> nn.Module:
+    return OPS[space][name](C, stride, affine, conv_groups)
+
+
+class ReLUFirst(nn.Module):
+    """An op of the form ``body(relu(x))``; ``body`` is exposed so a shared ReLU can feed it."""
+
+    body: nn.Module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(F.relu(x))
+
+
+class ReLUConvBN(ReLUFirst):
+    def __init__(self, C_in: int, C_out: int, kernel: int, stride: int, padding: int, affine: bool, groups: int = 1):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(C_in, C_out, kernel, stride, padding, bias=False, groups=groups),
+            nn.BatchNorm2d(C_out, affine=affine))
+
+
+def _dw_pw(C: int, kernel: int, stride: int, padding: int, dilation: int, affine: bool, groups: int) -> list[nn.Module]:
+    """Depthwise k×k then pointwise 1×1 then BN: the unit of sep and dil convs."""
+    return [nn.Conv2d(C, C, kernel, stride, padding, dilation=dilation, groups=C, bias=False),
+            nn.Conv2d(C, C, 1, bias=False, groups=groups),
+            nn.BatchNorm2d(C, affine=affine)]
+
+
+class DilConv(ReLUFirst):
+    def __init__(self, C: int, kernel: int, stride: int, padding: int, dilation: int, affine: bool, groups: int = 1):
+        super().__init__()
+        self.body = nn.Sequential(*_dw_pw(C, kernel, stride, padding, dilation, affine, groups))
+
+
+class SepConv(ReLUFirst):
+    """[ReLU → depthwise → 1×1 → BN] twice; only the first unit is strided."""
+
+    def __init__(self, C: int, kernel: int, stride: int, padding: int, affine: bool, groups: int = 1):
+        super().__init__()
+        self.body = nn.Sequential(*_dw_pw(C, kernel, stride, padding, 1, affine, groups), nn.ReLU(),
+                                  *_dw_pw(C, kernel, 1, padding, 1, affine, groups))
+
+
+class FactorizedReduce(ReLUFirst):
+    """Halve the resolution with two offset 1×1 stride-2 convs whose outputs are concatenated."""
+
+    def __init__(self, C_in: int, C_out: int, affine: bool = True, groups: int = 1):
+        super().__init__()
+        if C_out % 2:
+            raise ValueError(f"FactorizedReduce needs an even output width, got {C_out}")
+        self.conv_1 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False, groups=groups)
+        self.conv_2 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False, groups=groups)
+        self.bn = nn.BatchNorm2d(C_out, affine=affine)
+
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], dim=1))
+
+
+class Zero(nn.Module):
+    def __init__(self, stride: int):
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros(x[:, :, ::self.stride, ::self.stride].shape)
+
+
+def _pool(kind: str, C: int, stride: int, affine: bool, with_bn: bool) -> nn.Module:
+    pool = (nn.MaxPool2d(3, stride, 1) if kind == "max"
+            else nn.AvgPool2d(3, stride, 1, count_include_pad=False))
+    # The DARTS supernet follows each pool with a non-affine BN; evaluation nets (affine=True) do not.
+    return nn.Sequential(pool, nn.BatchNorm2d(C, affine=False)) if with_bn and not affine else pool
+
+
+_darts, _nb201 = OPS["darts"].register, OPS["nb201"].register
+
+_darts("none")(lambda C, s, affine, g: Zero(s))
+_darts("max_pool_3x3")(lambda C, s, affine, g: _pool("max", C, s, affine, with_bn=True))
+_darts("avg_pool_3x3")(lambda C, s, affine, g: _pool("avg", C, s, affine, with_bn=True))
+_darts("skip_connect")(lambda C, s, affine, g: nn.Identity() if s == 1 else FactorizedReduce(C, C, affine, g))
+_darts("sep_conv_3x3")(lambda C, s, affine, g: SepConv(C, 3, s, 1, affine, g))
+_darts("sep_conv_5x5")(lambda C, s, affine, g: SepConv(C, 5, s, 2, affine, g))
+_darts("dil_conv_3x3")(lambda C, s, affine, g: DilConv(C, 3, s, 2, 2, affine, g))
+_darts("dil_conv_5x5")(lambda C, s, affine, g: DilConv(C, 5, s, 4, 2, affine, g))
+
+_nb201("none")(lambda C, s, affine, g: Zero(s))
+_nb201("skip_connect")(lambda C, s, affine, g: nn.Identity() if s == 1 else FactorizedReduce(C, C, affine, g))
+_nb201("nor_conv_1x1")(lambda C, s, affine, g: ReLUConvBN(C, C, 1, s, 0, affine, g))
+_nb201("nor_conv_3x3")(lambda C, s, affine, g: ReLUConvBN(C, C, 3, s, 1, affine, g))
+_nb201("avg_pool_3x3")(lambda C, s, affine, g: _pool("avg", C, s, affine, with_bn=False))
