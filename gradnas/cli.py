@@ -16,6 +16,7 @@ from pathlib import Path
 from . import __version__
 from .config import PRESETS, SearchConfig, resolve_config
 from .errors import GradnasError
+from .genotypes import genotype_text
 
 HELP = {
     "space": "search space: darts or nb201", "method": "method preset (sets the published defaults)",
@@ -63,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = p.add_subparsers(dest="benchmark", required=True)
     b = bench.add_parser("nb201", help="NAS-Bench-201 accuracies and rank of an architecture")
     b.add_argument("arch", help="NB201 arch string, genotype file or run directory")
-    b.add_argument("--table", default=None, help="accuracy table CSV (or $GRADNAS_NB201_TABLE)")
+    b.add_argument("--nb201-table", default=None, help="accuracy table CSV (or $GRADNAS_NB201_TABLE)")
+    b.add_argument("--top-k", type=int, default=5, help="with a run directory: the k most probable architectures")
     return parser
 
 
@@ -72,27 +74,27 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(SearchConfig)}
     if args.resume:
-        overrides["out"] = args.resume
-    config = resolve_config(overrides, args.config)
+        ignored = sorted(k for k, v in overrides.items() if v is not None and k != "progress")
+        if ignored or args.config:
+            logging.warning("gradnas: resuming with the run's saved configuration; ignoring %s",
+                            ", ".join(["--" + k.replace("_", "-") for k in ignored] + (["--config"] if args.config else [])))
+        overrides = {"out": args.resume, "progress": args.progress}
+    config = resolve_config(overrides, args.config if not args.resume else None)
     result = search(config, resume=bool(args.resume))
-    from .search.loop import genotype_text
     print(f"genotype: {genotype_text(result.genotype)}")
     print(f"saved: {result.paths['genotype']}")
-    if config.space == "nb201":
-        report = result.paths.get("nb201")
-        if report is not None:
-            print(report.read_text().rstrip())
+    if "nb201" in result.paths:
+        print(result.paths["nb201"].read_text().rstrip())
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     from .genotypes import parse_genotype
     from .models import build_eval_network, count_parameters
-    from .search.loop import genotype_text
     from .viz import draw_genotype
 
     genotype = parse_genotype(args.genotype)
-    print(genotype_text(genotype) if genotype.cells is None else _per_cell_text(genotype))
+    print(genotype_text(genotype))
     net = build_eval_network(genotype, args.dataset)
     print(f"evaluation network ({args.dataset}): {count_parameters(net):,} parameters (auxiliary head excluded)")
     source = Path(args.genotype)
@@ -102,18 +104,18 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _per_cell_text(genotype) -> str:
-    from .genotypes import Genotype
-    from .search.loop import genotype_text
-    return "\n".join(f"cell {k}: {genotype_text(Genotype(genotype.space, cell))}" for k, cell in enumerate(genotype.cells))
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .benchmarks.nb201 import NB201Table, format_entry
+    from .benchmarks.nb201 import NB201Table, format_entry, search_report
     from .genotypes import parse_genotype
 
-    table = NB201Table.from_path(args.table)
-    print(format_entry(table.lookup(parse_genotype(args.arch))))
+    table = NB201Table.from_path(args.nb201_table)
+    genotype = parse_genotype(args.arch)
+    checkpoint = Path(args.arch) / "checkpoint.pt"
+    if checkpoint.is_file():  # a search run: rank its cell and the cells its final weights favour
+        from .search.loop import final_edge_probabilities
+        print(search_report(table, genotype, final_edge_probabilities(checkpoint), args.top_k))
+    else:
+        print(format_entry(table.lookup(genotype)))
     return 0
 
 

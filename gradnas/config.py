@@ -65,6 +65,7 @@ class SearchConfig:
     seed: int = 0
     device: str = "auto"
     deterministic: bool = False
+    channels_last: bool = True
     steps_per_epoch: int | None = None   # cap on iterations per epoch (quick looks, tests)
     log_every: int = 20
     nb201_table: str | None = None

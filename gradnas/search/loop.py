@@ -19,12 +19,14 @@ import yaml
 from tqdm.auto import tqdm
 
 from ..arch import ARCHITECTURES, EdgeNormalization
+from ..benchmarks.nb201 import NB201Table, search_report
 from ..config import SearchConfig
 from ..data import Augment, DeviceLoader, ImageDataset, load_dataset, search_split
 from ..errors import GradnasError
-from ..genotypes import Genotype, format_arch_string, format_darts, save_genotype
+from ..genotypes import Genotype, genotype_text, save_genotype
 from ..runlog import RunLog, environment, log
 from ..selection import derive_genotype
+from ..viz import draw_genotype
 from ..spaces import DEFAULT_OPS, SPACES
 from .bilevel import ARCH_UPDATES
 from .checkpoint import load_checkpoint, rng_state, save_atomic, seed_everything, set_rng_state
@@ -90,6 +92,9 @@ class Searcher:
         self.data = dataset if dataset is not None else load_dataset(config.data, config.data_root)
 
         self.model = build_search_model(config, self.data.num_classes, self.data.in_channels).to(self.device)
+        # Channels-last runs the supernet's many depthwise and dilated convs several times faster.
+        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        self.model.to(memory_format=self.memory_format)
         self.criterion = nn.CrossEntropyLoss()
         self.weights = [p for p in self.model.weight_parameters()]
         self.optimizer = torch.optim.SGD(self.weights, lr=config.lr, momentum=config.momentum,
@@ -186,7 +191,23 @@ class Searcher:
         paths = {"genotype": self.out / "genotype.json", "log": self.log.path, "checkpoint": self.checkpoint_path,
                  "config": self.out / "config.yaml"}
         save_genotype(genotype, paths["genotype"])
+        paths["diagrams"] = draw_genotype(genotype, self.out)
+        if c.space == "nb201":
+            paths.update(self._nb201_report(genotype))
         return SearchResult(genotype, self.history, paths, self.model)
+
+    def _nb201_report(self, genotype: Genotype) -> dict[str, Path]:
+        """Table accuracies of the found cell and of the k most probable cells, when the table is at hand."""
+        try:
+            table = NB201Table.from_path(self.config.nb201_table)
+        except GradnasError as err:
+            log.warning("no NAS-Bench-201 look-up: %s", err)
+            return {}
+        probs = self.model.arch()[0].ops.detach()
+        text = search_report(table, genotype, probs, self.config.top_k)
+        path = self.out / "nb201.txt"
+        path.write_text(text + "\n")
+        return {"nb201": path}
 
     def train_epoch(self, epoch: int, steps: int, bar: tqdm) -> dict[str, float]:
         c, model = self.config, self.model
@@ -198,8 +219,10 @@ class Searcher:
         for step, (x, y) in enumerate(self.train_loader):
             if step >= steps:
                 break
+            x = x.contiguous(memory_format=self.memory_format)
             if arch_active:
                 xv, yv = next(val_batches)
+                xv = xv.contiguous(memory_format=self.memory_format)
                 val_loss, val_logits = self.update.arch_step((x, y), (xv, yv), self.optimizer)
                 totals[2:4] += torch.stack([val_loss * len(yv), (val_logits.argmax(1) == yv).sum()])
             self.optimizer.zero_grad(set_to_none=True)
@@ -236,13 +259,21 @@ class Searcher:
                 f"({self.checkpoint_path}) is intact: lower --lr or --arch-lr and --resume")
 
 
-def genotype_text(genotype: Genotype) -> str:
-    return format_arch_string(genotype) if genotype.space == "nb201" else format_darts(genotype)
-
-
 def _brief(record: dict[str, Any]) -> str:
     keys = ("train_loss", "train_acc", "val_loss", "val_acc", "seconds")
     return " ".join(f"{k}={record[k]:.4g}" for k in keys if isinstance(record.get(k), float) and math.isfinite(record[k]))
+
+
+def final_edge_probabilities(checkpoint: Path) -> torch.Tensor:
+    """The first cell's op weights under a saved search's architecture (NB201: its per-edge softmax)."""
+    state = load_checkpoint(checkpoint)
+    config = SearchConfig(**state["config"])
+    num_classes = state["model"]["net.classifier.weight"].shape[0]
+    in_channels = state["model"]["net.stem.0.weight"].shape[1]
+    model = build_search_model(config, num_classes, in_channels)
+    model.load_state_dict(state["model"])
+    with torch.no_grad():
+        return model.arch()[0].ops
 
 
 def search(config: SearchConfig, dataset: ImageDataset | None = None, resume: bool = False) -> SearchResult:

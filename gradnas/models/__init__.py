@@ -1,0 +1,39 @@
+"""Evaluation networks compiled from genotypes, and the builder that picks one for a dataset."""
+from __future__ import annotations
+
+import torch.nn as nn
+
+from ..errors import GradnasError
+from ..genotypes import Genotype
+from .darts_eval import AuxiliaryHead, EvalCell, NetworkCIFAR, NetworkImageNet
+from .nb201_eval import InferCell, NB201Network
+
+__all__ = ["AuxiliaryHead", "EvalCell", "InferCell", "NB201Network", "NetworkCIFAR", "NetworkImageNet",
+           "build_eval_network", "count_parameters"]
+
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000, "imagenet16-120": 120, "tiny-imagenet": 200}
+
+
+def build_eval_network(genotype: Genotype, dataset: str = "cifar10", num_classes: int | None = None,
+                       **kwargs) -> nn.Module:
+    """NB201Network for nb201 genotypes; otherwise NetworkImageNet for ``imagenet``, else NetworkCIFAR.
+
+    ``kwargs`` go to the network's constructor (C, layers, auxiliary, drop_path_prob, N, in_channels, ...).
+    """
+    dataset = dataset.lower()
+    if num_classes is None:
+        if dataset not in NUM_CLASSES:
+            raise GradnasError(f"no default class count for dataset {dataset!r}; pass num_classes")
+        num_classes = NUM_CLASSES[dataset]
+    if genotype.space == "nb201":
+        return NB201Network(genotype, num_classes=num_classes, **kwargs)
+    if genotype.space != "darts":
+        raise GradnasError(f"unknown search space {genotype.space!r}; choose from darts, nb201")
+    net = NetworkImageNet if dataset == "imagenet" else NetworkCIFAR
+    return net(genotype, num_classes=num_classes, **kwargs)
+
+
+def count_parameters(model: nn.Module, exclude_aux: bool = True) -> int:
+    """Weight count as papers report it: the auxiliary head is a training aid and left out by default."""
+    return sum(p.numel() for name, p in model.named_parameters()
+               if not (exclude_aux and "auxiliary_head" in name.split(".")))

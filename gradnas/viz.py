@@ -1,0 +1,248 @@
+"""Cell diagrams of genotypes, as PNG and SVG.
+
+Graphviz draws them when its ``dot`` program is installed; otherwise a pure-matplotlib fallback lays the
+cell out in left-to-right layers (a node sits one layer right of its deepest source). Edges carrying
+``none`` are left out: a zero op connects nothing. The whole-network overview of per-cell genotypes is
+always matplotlib, since it is a grid of small panels rather than one graph.
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+import shutil
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure  # a bare Figure renders through Agg and never touches a display
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle
+from matplotlib.text import Text
+from matplotlib.transforms import Bbox
+
+from .errors import GradnasError
+from .genotypes import SHORT_NAMES, CellGenotype, Genotype, reduction_indices, validate
+
+Node = tuple[str, str, str]  # id, label, kind ("input", "inner", "output")
+Edge = tuple[str, str, str]  # source id, target id, op label ("" for the concat into the output)
+Graph = tuple[list[Node], list[Edge]]
+Point = tuple[float, float]
+_COLORS = {"input": "#9ecae1", "inner": "#fdd49e", "output": "#a1d99b"}
+_BOX_W, _BOX_H, _DX, _DY = 1.1, 0.55, 3.0, 1.2  # node box size and layer / row spacing, in data units
+_FORMATS = ("png", "svg")
+
+
+def cell_graph(cell: CellGenotype, space: str) -> Graph:
+    """Nodes and labelled edges of one cell; DARTS nodes keep their genotype numbers 2..5."""
+    if space == "darts":
+        names = {0: "c_{k-2}", 1: "c_{k-1}"}
+        nodes = [("c_{k-2}", "c_{k-2}", "input"), ("c_{k-1}", "c_{k-1}", "input")]
+        nodes += [(str(n), str(n), "inner") for n in range(2, 2 + len(cell.nodes))]
+        nodes.append(("c_{k}", "c_{k}", "output"))
+        concat = [(str(n), "c_{k}", "") for n in cell.concat]
+    else:
+        names, concat = {}, []
+        last = len(cell.nodes)
+        nodes = [("0", "0 (in)", "input")] + [(str(j), str(j), "inner") for j in range(1, last)]
+        nodes.append((str(last), f"{last} (out)", "output"))
+    first = 2 if space == "darts" else 1
+    edges = [(names.get(src, str(src)), str(n), op)
+             for n, node in enumerate(cell.nodes, first) for op, src in node if op != "none"]
+    return nodes, edges + concat
+
+
+def draw_cell(cell: CellGenotype, space: str, path: Path, title: str, backend: str | None = None) -> list[Path]:
+    """Write ``path``.png and ``path``.svg (``path`` has no suffix); return the files written."""
+    graph, path = cell_graph(cell, space), Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if _backend(backend) == "graphviz":
+        return _draw_graphviz(graph, title, path)
+    fig = Figure(figsize=_figsize(graph))
+    ax = fig.add_subplot()
+    labels = _draw_mpl(ax, graph, fontsize=10, short=False)
+    ax.set_title(title)
+    return _save(fig, path, labels)
+
+
+def draw_genotype(g: Genotype, out_dir: Path, stem: str = "cell", backend: str | None = None) -> list[Path]:
+    """Diagrams of every cell of ``g``: normal and reduce (DARTS), the cell (NB201), or one per network cell
+    plus ``<stem>_overview`` for per-cell genotypes."""
+    validate(g)
+    out_dir = Path(out_dir)
+    if g.cells is not None:
+        reductions = reduction_indices(len(g.cells))
+        titles = [f"cell {i}" + (" (reduction)" if i in reductions else "") for i in range(len(g.cells))]
+        files = [f for i, (c, title) in enumerate(zip(g.cells, titles))
+                 for f in draw_cell(c, g.space, out_dir / f"{stem}_{i:02d}", title, backend)]
+        return files + _draw_overview(g, out_dir / f"{stem}_overview")
+    if g.space == "nb201":
+        return draw_cell(g.normal, "nb201", out_dir / stem, "NB201 cell", backend)
+    assert g.reduce is not None  # validate: a shared darts genotype has both cells
+    return (draw_cell(g.normal, "darts", out_dir / f"{stem}_normal", "normal cell", backend)
+            + draw_cell(g.reduce, "darts", out_dir / f"{stem}_reduce", "reduction cell", backend))
+
+
+def _backend(backend: str | None) -> str:
+    has_dot = shutil.which("dot") is not None and importlib.util.find_spec("graphviz") is not None
+    if backend is None:
+        return "graphviz" if has_dot else "matplotlib"
+    if backend not in ("graphviz", "matplotlib"):
+        raise GradnasError(f"viz: unknown backend {backend!r}; expected graphviz or matplotlib")
+    if backend == "graphviz" and not has_dot:
+        raise GradnasError("viz: backend 'graphviz' needs the Graphviz 'dot' program on PATH and the graphviz package")
+    return backend
+
+
+def _files(path: Path) -> list[Path]:
+    # Append rather than with_suffix(): a stem such as "cell.v2" must keep its dot.
+    return [path.with_name(f"{path.name}.{fmt}") for fmt in _FORMATS]
+
+
+def _draw_graphviz(graph: Graph, title: str, path: Path) -> list[Path]:
+    import graphviz  # optional at run time: only this backend needs it
+
+    dot = graphviz.Digraph(
+        graph_attr={"rankdir": "LR", "label": title, "labelloc": "t", "fontname": "helvetica"},
+        node_attr={"shape": "box", "style": "rounded,filled", "fontname": "helvetica", "penwidth": "1.5"},
+        edge_attr={"fontname": "helvetica", "fontsize": "11"})
+    nodes, edges = graph
+    for nid, label, kind in nodes:
+        # "c_{k-2}" as an HTML-like label, so dot draws a real subscript
+        html = "<" + label.replace("_{", "<sub>").replace("}", "</sub>") + ">" if "_{" in label else label
+        dot.node(nid, html, fillcolor=_COLORS[kind])
+    for src, dst, label in edges:
+        dot.edge(src, dst, label=label)
+    files = _files(path)
+    for fmt, file in zip(_FORMATS, files):
+        file.write_bytes(dot.pipe(format=fmt))
+    return files
+
+
+def _layout(graph: Graph) -> dict[str, Point]:
+    """Inputs in layer 0, each inner node one layer right of its deepest source, the output rightmost."""
+    nodes, edges = graph
+    layer = {nid: 0 for nid, _, kind in nodes if kind == "input"}
+    for nid, _, kind in nodes:  # nodes come in topological order
+        if kind == "inner":
+            layer[nid] = 1 + max((layer[s] for s, d, _ in edges if d == nid), default=0)
+    last = 1 + max(layer.values())
+    layer.update({nid: last for nid, _, kind in nodes if kind == "output"})
+    rows: dict[int, list[str]] = {}
+    for nid, _, _ in nodes:
+        rows.setdefault(layer[nid], []).append(nid)
+    return {nid: (x * _DX, ((len(ids) - 1) / 2 - i) * _DY) for x, ids in rows.items() for i, nid in enumerate(ids)}
+
+
+def _figsize(graph: Graph) -> tuple[float, float]:
+    xs, ys = zip(*_layout(graph).values())
+    return 1.0 + 0.9 * (max(xs) - min(xs) + _BOX_W), 1.2 + 0.9 * (max(ys) - min(ys) + _BOX_H)
+
+
+def _draw_mpl(ax: Axes, graph: Graph, fontsize: float, short: bool) -> list[_Label]:
+    """Draw boxes and arrows; return the op labels, which :func:`_place_labels` positions once sizes are known."""
+    nodes, edges = graph
+    pos = _layout(graph)
+    boxes = {}
+    for nid, label, kind in nodes:
+        x, y = pos[nid]
+        boxes[nid] = FancyBboxPatch((x - _BOX_W / 2, y - _BOX_H / 2), _BOX_W, _BOX_H, boxstyle="round,pad=0.05",
+                                    fc=_COLORS[kind], ec="0.2", lw=0.8)
+        ax.add_patch(boxes[nid])
+        ax.text(x, y, f"${label}$" if "_{" in label else label, ha="center", va="center", fontsize=fontsize)
+    labels, obstacles = [], list(boxes.values())
+    repeats: Counter[tuple[str, str]] = Counter()
+    for src, dst, label in edges:
+        p0, p1 = pos[src], pos[dst]
+        # Longer edges bend more; a repeated (src, dst) edge tries the other side first so the two stay apart.
+        sign = (-1) ** repeats[src, dst]
+        repeats[src, dst] += 1
+        rad = _bend(p0, p1, [pos[n] for n in pos if n not in (src, dst)],
+                    sign * (0.05 + 0.07 * (round(abs(p1[0] - p0[0]) / _DX) - 1)))
+        ax.add_patch(FancyArrowPatch(p0, p1, patchA=boxes[src], patchB=boxes[dst], arrowstyle="-|>",
+                                     connectionstyle=f"arc3,rad={rad}", mutation_scale=fontsize, lw=0.8, color="0.35"))
+        if label:
+            text = ax.text(0, 0, SHORT_NAMES.get(label, label) if short else label, ha="center", va="center",
+                           fontsize=0.8 * fontsize, bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none"))
+            labels.append(_Label(text, _arc(p0, p1, rad), obstacles))
+    xs, ys = zip(*pos.values())
+    ax.set_xlim(min(xs) - _BOX_W, max(xs) + _BOX_W)
+    ax.set_ylim(min(ys) - _BOX_H - 0.6, max(ys) + _BOX_H + 0.6)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    return labels
+
+
+def _arc(p0: Point, p1: Point, rad: float) -> Callable[[float], Point]:
+    """The curve matplotlib's ``arc3,rad=rad`` draws: a quadratic Bézier whose control point is the chord
+    midpoint offset by rad·(dy, −dx); returned as t ↦ point."""
+    (x0, y0), (x1, y1) = p0, p1
+    cx, cy = (x0 + x1) / 2 + rad * (y1 - y0), (y0 + y1) / 2 - rad * (x1 - x0)
+
+    def at(t: float) -> Point:
+        a, b, c = (1 - t) ** 2, 2 * t * (1 - t), t ** 2
+        return a * x0 + b * cx + c * x1, a * y0 + b * cy + c * y1
+
+    return at
+
+
+def _bend(p0: Point, p1: Point, others: list[Point], rad: float) -> float:
+    """The first of rad, −rad, 2rad, −2rad, 3rad, −3rad whose curve clears every box centred in ``others``."""
+    candidates = [f * s * rad for f in (1, 2, 3) for s in (1, -1)]
+    for r in candidates:
+        if not any(abs(x - ox) < _BOX_W / 2 + 0.15 and abs(y - oy) < _BOX_H / 2 + 0.15
+                   for x, y in map(_arc(p0, p1, r), [i / 20 for i in range(2, 19)]) for ox, oy in others):
+            return r
+    return candidates[0]
+
+
+@dataclass
+class _Label:
+    text: Text
+    edge: Callable[[float], Point]
+    boxes: list[FancyBboxPatch]  # the node boxes of its cell, which labels must not cover
+
+
+def _place_labels(fig: Figure, labels: list[_Label]) -> None:
+    """Slide each op label along its own edge to the first spot clear of the boxes and of the labels placed
+    before it, so every label stays on the edge it names."""
+    if not labels:
+        return
+    fig.draw_without_rendering()  # fixes the data → pixel transforms and gives text a renderer to measure with
+    placed: list[Bbox] = [b.get_window_extent() for b in {id(b): b for lab in labels for b in lab.boxes}.values()]
+    for lab in labels:
+        for t in (0.5, 0.4, 0.6, 0.3, 0.7, 0.22, 0.78, 0.5):  # the last is the fallback when nothing is clear
+            lab.text.set_position(lab.edge(t))
+            extent = lab.text.get_window_extent().expanded(1.1, 1.2)
+            if not any(extent.overlaps(other) for other in placed):
+                break
+        placed.append(extent)
+
+
+def _draw_overview(g: Genotype, path: Path) -> list[Path]:
+    """All cells of a per-cell genotype in a grid, in network order, reduction cells framed in red."""
+    assert g.cells is not None
+    n = len(g.cells)
+    cols = math.ceil(n / math.ceil(n / 7))  # at most 7 per row, rows as even as possible
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(2.6 * cols, 1.9 * rows + 0.5))
+    reductions = reduction_indices(n)
+    labels = []
+    for i, cell in enumerate(g.cells):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        labels += _draw_mpl(ax, cell_graph(cell, g.space), fontsize=5, short=True)
+        reduction = i in reductions
+        ax.set_title(f"cell {i}" + (" · reduction" if reduction else ""), fontsize=8,
+                     color="#c0392b" if reduction else "black")
+        if reduction:
+            ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, fill=False, ec="#c0392b", lw=1.5))
+    fig.suptitle(f"{n}-cell network")
+    return _save(fig, path, labels)
+
+
+def _save(fig: Figure, path: Path, labels: list[_Label]) -> list[Path]:
+    _place_labels(fig, labels)
+    files = _files(path)
+    for file in files:
+        fig.savefig(file, dpi=150, bbox_inches="tight")
+    return files
