@@ -44,6 +44,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import methods  # noqa: F401  (registers the presets listed in the help)
     parser = argparse.ArgumentParser(prog="gradnas", description="Differentiable neural architecture search.")
     parser.add_argument("--version", action="version", version=f"gradnas {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every epoch")

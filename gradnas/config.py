@@ -39,6 +39,7 @@ class SearchConfig:
     arch: str = "softmax"                # architecture parameterisation
     edge: str = "mixed"                  # mixed-edge kind
     partial_k: int = 1                   # PC-DARTS: 1/K of the channels through the ops
+    partial_sampling: str = "first"      # PC-DARTS: "first" C/K channels (code) or a "random" subset (paper)
     edge_norm: bool = False              # PC-DARTS edge normalisation
     selection: str | None = None         # None: the space's rule
     arch_update: str = "bilevel"
@@ -89,6 +90,10 @@ PRESETS: Registry[Callable[[str], dict[str, Any]]] = Registry("method")
 PRESETS.register("darts")(lambda space: {})
 
 
+def _load_presets() -> None:
+    from . import methods  # noqa: F401  (registers every method's preset)
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
@@ -111,6 +116,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 def resolve_config(overrides: dict[str, Any] | None = None, config_file: str | Path | None = None) -> SearchConfig:
     """Build the effective configuration from the layers of defaults, a file and explicit values."""
+    _load_presets()
     given = read_config_file(config_file) if config_file else {}
     given.update({k: v for k, v in (overrides or {}).items() if v is not None})
     unknown = sorted(set(given) - FIELD_NAMES)

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from ..arch import ARCHITECTURES, EdgeNormalization
 from ..benchmarks.nb201 import NB201Table, search_report
 from ..config import SearchConfig
+from ..edges import EDGES
 from ..data import Augment, DeviceLoader, ImageDataset, load_dataset, search_split
 from ..errors import GradnasError
 from ..genotypes import Genotype, genotype_text, save_genotype
@@ -57,11 +58,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 def edge_choice(config: SearchConfig) -> tuple[str, dict[str, Any]]:
-    """The mixed-edge kind and its options for this configuration."""
-    from ..edges import EDGES
-    factory = EDGES[config.edge]
-    options = getattr(factory, "options_from_config", lambda cfg: {})(config)
-    return config.edge, options
+    """The edge kind and the options its factory reads from the configuration."""
+    options_from_config = getattr(EDGES[config.edge], "options_from_config", lambda cfg: {})
+    return config.edge, options_from_config(config)
 
 
 def build_search_model(config: SearchConfig, num_classes: int, in_channels: int = 3) -> SearchModel:
@@ -74,6 +73,19 @@ def build_search_model(config: SearchConfig, num_classes: int, in_channels: int 
     if config.edge_norm:
         arch.add(EdgeNormalization(net.cell_types, net.in_degrees))
     return SearchModel(net, arch)
+
+
+def weight_step(model: nn.Module, criterion, optimizer: torch.optim.Optimizer, weights: list[torch.Tensor],
+                batch: tuple[torch.Tensor, torch.Tensor], grad_clip: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One SGD step on the training loss with gradient-norm clipping; returns the detached loss and logits."""
+    x, y = batch
+    optimizer.zero_grad(set_to_none=True)
+    logits = model(x)
+    loss = criterion(logits, y)
+    loss.backward(inputs=weights)  # architecture gradients are not needed here
+    nn.utils.clip_grad_norm_(weights, grad_clip)
+    optimizer.step()
+    return loss.detach(), logits.detach()
 
 
 class Searcher:
@@ -225,14 +237,8 @@ class Searcher:
                 xv = xv.contiguous(memory_format=self.memory_format)
                 val_loss, val_logits = self.update.arch_step((x, y), (xv, yv), self.optimizer)
                 totals[2:4] += torch.stack([val_loss * len(yv), (val_logits.argmax(1) == yv).sum()])
-            self.optimizer.zero_grad(set_to_none=True)
-            logits = model(x)
-            loss = self.criterion(logits, y)
-            loss.backward(inputs=self.weights)  # architecture gradients are not needed here
-            nn.utils.clip_grad_norm_(self.weights, c.grad_clip)
-            self.optimizer.step()
-            loss = loss.detach()
-            totals[0:2] += torch.stack([loss * len(y), (logits.detach().argmax(1) == y).sum()])
+            loss, logits = weight_step(model, self.criterion, self.optimizer, self.weights, (x, y), c.grad_clip)
+            totals[0:2] += torch.stack([loss * len(y), (logits.argmax(1) == y).sum()])
             totals[4] += len(y)
             # Flag the first non-finite loss without synchronising with the device every step.
             bad = ~torch.isfinite(loss)
