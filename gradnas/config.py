@@ -35,21 +35,38 @@ class SearchConfig:
     channels: int = 16
     layers: int | None = None            # None: 8 cells (DARTS space), 5 per stage (NB201)
     ops: list[str] | None = None         # None: the space's full op set
+    bn_running_stats: bool = True        # False: every supernet BN normalises with batch statistics (IS-DARTS)
     # the method's parts (METHODS.md; each a registry name or an option of one)
     arch: str = "softmax"                # architecture parameterisation
     edge: str = "mixed"                  # mixed-edge kind
     partial_k: int = 1                   # PC-DARTS: 1/K of the channels through the ops
-    partial_sampling: str = "first"      # PC-DARTS: "first" C/K channels (code) or a "random" subset (paper)
+    partial_sampling: str = "first"      # PC-DARTS: "first" C/K channels (code), a "random" subset (paper), or
+                                         # "all" channels (G-PC-DARTS-A: K groups through the ops, then the shuffle)
     edge_norm: bool = False              # PC-DARTS edge normalisation
+    skip_dropout: float = 0.0            # DNAS: dropout on the skip_connect branch during search
+    zero_one_weight: float = 0.0         # DNAS: weight of the zero-one loss on σ(α), σ(γ) (0: off)
+    beta_softmax: str = "layer"          # DNAS: softmax of β over a cell's edges ("layer") or per "node"
+    groups: int = 1                      # G-DARTS-A: channel groups M of every edge
+    group_mode: str = "exact"            # G-DARTS-A: "exact" (groups through one shared op) or "split" (full-width op)
+    conv_groups: int = 1                 # G-DARTS-A: groups g of the convs inside the candidate ops
+    group_attention: bool = False        # G-DARTS-A: learnable scale a[cell, edge, group]
+    attention_spread: float = 0.3        # G-DARTS-A: initial attention evenly spaced in 1 ± spread
+    attention_sigmoid: bool = False      # G-DARTS-A: SE-style sigmoid on the attention
     selection: str | None = None         # None: the space's rule
     arch_update: str = "bilevel"
     hooks: list[str] = field(default_factory=list)  # per-epoch method hooks (e.g. progressive shrinking)
+    importance: str = "fisher"           # shrinking: rank by "fisher" information of op outputs, or "alpha"
+    shrink_rate: float = 0.25            # shrinking: r, S = round(1/r) steps
+    shrink_interval: int = 2             # shrinking: I epochs between steps; the last step is I epochs before the end
+    iim_samples: int | None = 200        # images per importance measurement; 0 or None: the whole training loader
+    iim_every: int = 1                   # also measure importance every k epochs, for the plot (0: at steps only)
     order: int = 1
     # weight optimisation
     epochs: int = 50
     batch_size: int = 64
     lr: float = 0.025
     lr_min: float = 0.001
+    lr_per_step: bool = False            # cosine schedule updated every iteration (IS-DARTS), not every epoch
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 3e-4
@@ -67,6 +84,9 @@ class SearchConfig:
     device: str = "auto"
     deterministic: bool = False
     channels_last: bool = True
+    amp: bool = False                    # mixed precision: bf16 autocast where supported, else fp16 + scaling
+    compile: bool = False                # torch.compile the supernet (architecture weights stay tensor inputs)
+    sync_bn: bool = False                # data-parallel runs: batch statistics over all ranks
     steps_per_epoch: int | None = None   # cap on iterations per epoch (quick looks, tests)
     log_every: int = 20
     nb201_table: str | None = None
@@ -126,14 +146,18 @@ def resolve_config(overrides: dict[str, Any] | None = None, config_file: str | P
     method = given.get("method", SearchConfig.method)
     if space not in SPACE_DEFAULTS:
         raise GradnasError(f"unknown search space {space!r}; choose from {', '.join(SPACE_DEFAULTS)}")
-    values = {**SPACE_DEFAULTS[space], **PRESETS[method](space), **given}
+    preset = PRESETS[method](space)
+    # A preset may hold per-dataset values (e.g. DNAS's batch size on CIFAR-100) under "by_data".
+    data_name = str(given.get("data", SearchConfig.data)).lower().replace("-", "")
+    by_data = preset.pop("by_data", {}).get(data_name, {})
+    values = {**SPACE_DEFAULTS[space], **preset, **by_data, **given}
     config = SearchConfig(**values)
     _check(config)
     return config
 
 
 def _check(config: SearchConfig) -> None:
-    positive = ("epochs", "batch_size", "channels", "partial_k")
+    positive = ("epochs", "batch_size", "channels", "partial_k", "groups", "conv_groups")
     for name in positive:
         if getattr(config, name) < 1:
             raise GradnasError(f"{name} must be at least 1, got {getattr(config, name)}")
@@ -143,5 +167,27 @@ def _check(config: SearchConfig) -> None:
         raise GradnasError(f"order must be 1 or 2, got {config.order}")
     if not 0.0 < config.train_portion < 1.0:
         raise GradnasError(f"train_portion must lie in (0, 1), got {config.train_portion}")
+    if not 0.0 <= config.skip_dropout < 1.0:
+        raise GradnasError(f"skip_dropout must lie in [0, 1), got {config.skip_dropout}")
+    if config.zero_one_weight < 0:
+        raise GradnasError(f"zero_one_weight must be non-negative, got {config.zero_one_weight}")
     if config.channels % config.partial_k:
         raise GradnasError(f"channels ({config.channels}) must be divisible by partial_k ({config.partial_k})")
+    _check_groups(config)
+
+
+def _check_groups(config: SearchConfig) -> None:
+    """Channel groups and grouped convs must divide the widths they split (at the first stage; later ones double)."""
+    if config.partial_sampling not in ("first", "random", "all"):
+        raise GradnasError(f"partial_sampling must be first, random or all, got {config.partial_sampling!r}")
+    if config.group_mode not in ("exact", "split"):
+        raise GradnasError(f"group_mode must be exact or split, got {config.group_mode!r}")
+    width = config.channels if config.partial_sampling == "all" else config.channels // config.partial_k
+    if width % config.groups:
+        raise GradnasError(f"the {width} channels reaching the ops must be divisible by groups ({config.groups})")
+    op_width = width // config.groups if config.group_mode == "exact" else width
+    # A stride-2 skip (DARTS space) splits its output in two halves, each grouped.
+    need = config.conv_groups * (2 if config.space == "darts" and config.conv_groups > 1 else 1)
+    if op_width % need:
+        raise GradnasError(f"the ops' width ({op_width} channels) must be divisible by {need} for conv_groups "
+                           f"{config.conv_groups}")

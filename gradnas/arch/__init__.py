@@ -1,10 +1,17 @@
 """Architecture parameterisations (chosen by name) and the optional parts that compose with them."""
 from ..registry import Registry
+from .attention import GroupAttention
 from .base import Architecture, CellModifier, CellWeights
+from .dnas import DecoupledPsi, zero_one_loss
 from .edge_norm import EdgeNormalization
-from .softmax import SoftmaxAlpha
+from .masks import BinaryMasks
+from .softmax import PerCellSoftmax, SoftmaxAlpha
 
 ARCHITECTURES: Registry = Registry("architecture parameterisation")
 ARCHITECTURES.register("softmax")(SoftmaxAlpha)
+ARCHITECTURES.register("per-cell-softmax")(PerCellSoftmax)
+ARCHITECTURES.register("dnas")(DecoupledPsi)
+ARCHITECTURES.register("masks")(BinaryMasks)
 
-__all__ = ["ARCHITECTURES", "Architecture", "CellModifier", "CellWeights", "EdgeNormalization", "SoftmaxAlpha"]
+__all__ = ["ARCHITECTURES", "Architecture", "BinaryMasks", "CellModifier", "CellWeights", "DecoupledPsi",
+           "EdgeNormalization", "GroupAttention", "PerCellSoftmax", "SoftmaxAlpha", "zero_one_loss"]

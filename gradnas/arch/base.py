@@ -9,9 +9,13 @@ stays a tensor, so a compiled supernet does not recompile when the weights chang
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
+
+if TYPE_CHECKING:
+    from ..config import SearchConfig
 
 
 @dataclass
@@ -28,6 +32,10 @@ class CellModifier(nn.Module):
 
     def forward(self) -> list[torch.Tensor]:
         raise NotImplementedError
+
+    def summary(self) -> dict[str, object]:
+        """Entries for the per-epoch log beside the selection weights (none by default)."""
+        return {}
 
 
 class Architecture(nn.Module):
@@ -47,6 +55,11 @@ class Architecture(nn.Module):
         self.in_degrees = tuple(in_degrees)
         self.num_edges = sum(in_degrees)
         self.modifiers = nn.ModuleList()
+
+    @classmethod
+    def options_from_config(cls, config: "SearchConfig") -> dict[str, Any]:
+        """The constructor options this parameterisation reads from a search configuration."""
+        return {}
 
     def add(self, modifier: CellModifier) -> "Architecture":
         self.modifiers.append(modifier)
@@ -78,6 +91,8 @@ class Architecture(nn.Module):
         for kind, w in zip(self.cell_types, weights):
             key = kind if not self.per_cell else f"cell{len(seen)}"
             seen.setdefault(key, [[round(v, 4) for v in row] for row in w.float().tolist()])
+        for modifier in self.modifiers:
+            seen.update(modifier.summary())
         return seen
 
 

@@ -16,3 +16,17 @@ class SoftmaxAlpha(Architecture):
 
     def op_weights(self) -> list[torch.Tensor]:
         return shared_by_type(self.cell_types, {t: a.softmax(-1) for t, a in self.alpha.items()})
+
+
+class PerCellSoftmax(Architecture):
+    """A free α per cell, shape (L, E, |O|), softmax over the ops of each edge in each cell: the
+    "PC-DARTS global" baseline of DNAS (METHODS.md §6), L·E·|O| parameters; one genotype per cell."""
+
+    per_cell = True
+
+    def __init__(self, cell_types, op_names, in_degrees, init_scale: float = 1e-3):
+        super().__init__(cell_types, op_names, in_degrees)
+        self.alpha = nn.Parameter(init_scale * torch.randn(len(self.cell_types), self.num_edges, len(op_names)))
+
+    def op_weights(self) -> list[torch.Tensor]:
+        return list(self.alpha.softmax(-1).unbind(0))

@@ -96,7 +96,7 @@ class DeviceLoader:
 
     def __init__(self, x_uint8: torch.Tensor, y: torch.Tensor, batch_size: int, mean: tuple[float, ...],
                  std: tuple[float, ...], augment: Augment | None, shuffle: bool = True, drop_last: bool = True,
-                 device: str | torch.device = "cpu", seed: int = 0):
+                 device: str | torch.device = "cpu", seed: int = 0, shard: tuple[int, int] = (0, 1)):
         if x_uint8.dtype != torch.uint8 or x_uint8.dim() != 4:
             raise GradnasError(f"loader images must be uint8 N×C×H×W, got {x_uint8.dtype} {tuple(x_uint8.shape)}")
         if len(y) != len(x_uint8):
@@ -109,6 +109,9 @@ class DeviceLoader:
         self.x = x_uint8.to(self.device).contiguous()
         self.y = y.to(self.device)
         self.batch_size, self.augment, self.shuffle, self.drop_last = batch_size, augment, shuffle, drop_last
+        # Data parallel: every rank draws the same global batch of batch_size × world images (same order,
+        # same augmentation draws) and keeps its own slice, so R ranks see exactly what one process would.
+        self.rank, self.world_size = shard
         # (x/255 - mean)/std as x·scale + shift
         std_t = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self._scale = 1 / (255 * std_t)
@@ -120,14 +123,15 @@ class DeviceLoader:
         self.generator.manual_seed(seed)
 
     def __len__(self) -> int:
-        n, b = len(self.y), self.batch_size
+        n, b = len(self.y), self.batch_size * self.world_size
         return n // b if self.drop_last else -(-n // b)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         g, n = self.generator, len(self.y)
         order = (torch.randperm(n, generator=g, device=g.device).to(self.device) if self.shuffle
                  else torch.arange(n, device=self.device))
-        b, aug = self.batch_size, self.augment
+        b, aug = self.batch_size * self.world_size, self.augment
+        mine = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
         for i in range(len(self)):
             idx = order[i * b:(i + 1) * b]
             x = self.x.index_select(0, idx)
@@ -136,6 +140,8 @@ class DeviceLoader:
             x = x.float().mul_(self._scale).add_(self._shift)  # 3× faster on CPU than one broadcast addcmul
             if aug is not None:
                 x = aug.erase(x, self.generator)  # on normalised values: cutout fills with the mean colour
+            if self.world_size > 1:
+                x, idx = x[mine], idx[mine]
             yield x, self.y.index_select(0, idx)
 
     def state_dict(self) -> dict:

@@ -5,13 +5,15 @@ every edge is called as ``edge(x, op_weights)`` (or ``edge(x, op_weights, group_
 architecture has per-group scales); it returns the edge output, or None when it computes nothing.
 
 The "mixed" factory composes the options of the DARTS family around the plain weighted sum:
-partial channels (PC-DARTS) outermost, the weighted sum of ``MixedOp`` innermost.
+partial channels (PC-DARTS) outermost, channel groups (G-DARTS-A) inside, the weighted sum of ``MixedOp``
+innermost.
 """
 from __future__ import annotations
 
 import torch.nn as nn
 
 from ..registry import Registry
+from .groups import GROUP_MODES, ChannelGroupEdge
 from .mixed import MixedOp
 from .partial import PartialChannelEdge, channel_shuffle
 
@@ -20,15 +22,26 @@ EDGES: Registry = Registry("edge")
 
 @EDGES.register("mixed")
 def mixed_edge(space: str, op_names: tuple[str, ...], C: int, stride: int, affine: bool = False,
-               partial_k: int = 1, partial_sampling: str = "first") -> nn.Module:
-    edge: nn.Module = MixedOp(space, op_names, C // partial_k, stride, affine)
+               partial_k: int = 1, partial_sampling: str = "first", skip_dropout: float = 0.0,
+               groups: int = 1, group_mode: str = "exact", conv_groups: int = 1,
+               group_attention: bool = False) -> nn.Module:
+    if group_mode not in GROUP_MODES:
+        raise ValueError(f"group mode must be one of {GROUP_MODES}, got {group_mode!r}")
+    width = C if partial_sampling == "all" else C // partial_k  # channels that reach the ops
+    fold = group_mode == "exact"  # all groups through one op built for width/M channels
+    edge: nn.Module = MixedOp(space, op_names, width // groups if fold else width, stride, affine,
+                              conv_groups=conv_groups, skip_dropout=skip_dropout)
+    if (fold and groups > 1) or group_attention:
+        edge = ChannelGroupEdge(edge, groups, fold)
     if partial_k > 1:
         edge = PartialChannelEdge(edge, partial_k, stride, partial_sampling)
     return edge
 
 
 mixed_edge.options_from_config = lambda config: {  # type: ignore[attr-defined]
-    "partial_k": config.partial_k, "partial_sampling": config.partial_sampling}
+    "partial_k": config.partial_k, "partial_sampling": config.partial_sampling, "skip_dropout": config.skip_dropout,
+    "groups": config.groups, "group_mode": config.group_mode, "conv_groups": config.conv_groups,
+    "group_attention": config.group_attention}
 
 
 def build_edge(kind: str, space: str, op_names: tuple[str, ...], C: int, stride: int,
@@ -36,4 +49,4 @@ def build_edge(kind: str, space: str, op_names: tuple[str, ...], C: int, stride:
     return EDGES[kind](space, op_names, C, stride, affine, **options)
 
 
-__all__ = ["EDGES", "MixedOp", "PartialChannelEdge", "build_edge", "channel_shuffle", "mixed_edge"]
+__all__ = ["EDGES", "ChannelGroupEdge", "MixedOp", "PartialChannelEdge", "build_edge", "channel_shuffle", "mixed_edge"]

@@ -12,24 +12,32 @@ class MixedOp(nn.Module):
     """Weighted sum of the candidate ops of one edge.
 
     Only *active* ops are computed: ``none`` contributes nothing, and ops removed with :meth:`remove`
-    (IS-DARTS shrinking) are skipped rather than multiplied by zero. Ops that begin with a ReLU share
-    one ReLU of the input.
+    (IS-DARTS shrinking) are skipped rather than multiplied by zero; an edge whose only op left is ``none``
+    (an NB201 cell may keep one) outputs its zero map, so a node fed only by such edges is zero. Ops that
+    begin with a ReLU share one ReLU of the input. ``skip_dropout`` > 0 applies dropout to the skip_connect
+    branch in training mode (DNAS's skip-connect drop, METHODS.md §6 [interp]).
     """
 
     def __init__(self, space: str, op_names: tuple[str, ...], C: int, stride: int,
-                 affine: bool = False, conv_groups: int = 1):
+                 affine: bool = False, conv_groups: int = 1, skip_dropout: float = 0.0):
         super().__init__()
         self.op_names = tuple(op_names)
         self.ops = nn.ModuleList(build_op(space, name, C, stride, affine, conv_groups) for name in op_names)
         self.active = [i for i, name in enumerate(op_names) if name != "none"]
+        self.zero = self.op_names.index("none") if "none" in self.op_names else -1  # -1: none absent or removed
         self.stride = stride
+        self.skip_dropout = skip_dropout
+        self.dropped = op_names.index("skip_connect") if skip_dropout > 0 and "skip_connect" in op_names else -1
 
     def remove(self, op_index: int) -> None:
-        if op_index in self.active:
+        if op_index == self.zero:
+            self.zero = -1
+        elif op_index in self.active:
             self.active.remove(op_index)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor | None:
-        """``weights`` holds one scalar per candidate op; returns None when no op is active."""
+        """``weights[o]`` is op o's weight: a scalar, or a tensor that broadcasts against the op's output
+        (per-sample or per-channel weights, as group attention makes them); None when no op is left at all."""
         out, relu_x = None, None
         w = weights.unbind(0)
         for i in self.active:
@@ -39,5 +47,9 @@ class MixedOp(nn.Module):
                 y = op.body(relu_x)
             else:
                 y = op(x)
+            if i == self.dropped and self.training:
+                y = F.dropout(y, self.skip_dropout)
             out = y * w[i] if out is None else torch.addcmul(out, y, w[i])
+        if out is None and self.zero >= 0:
+            return self.ops[self.zero](x)
         return out

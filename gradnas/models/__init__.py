@@ -29,6 +29,8 @@ def build_eval_network(genotype: Genotype, dataset: str = "cifar10", num_classes
         return NB201Network(genotype, num_classes=num_classes, **kwargs)
     if genotype.space != "darts":
         raise GradnasError(f"unknown search space {genotype.space!r}; choose from darts, nb201")
+    if genotype.cells is not None and kwargs.get("layers") is None:  # one genotype per cell fixes the depth
+        kwargs["layers"] = len(genotype.cells)
     net = NetworkImageNet if dataset == "imagenet" else NetworkCIFAR
     return net(genotype, num_classes=num_classes, **kwargs)
 

@@ -86,6 +86,9 @@ class _DartsEvalNetwork(nn.Module):
                     drop_path_prob: float, C_stem: int, reduction_prev: bool, aux_pool_stride: int, aux_bn: bool):
         if genotype.space != "darts":
             raise GradnasError(f"a DARTS evaluation net needs a darts-space genotype, got {genotype.space!r}")
+        if genotype.cells is not None and len(genotype.cells) != layers:
+            raise GradnasError(f"the genotype has {len(genotype.cells)} cell genotypes, one per cell; "
+                               f"it cannot build a {layers}-cell network")
         self.drop_path_prob = drop_path_prob
         self.aux_index = 2 * layers // 3
         self.cells = nn.ModuleList()

@@ -30,6 +30,9 @@ class NoArchUpdate:
 
     def __init__(self, model: SearchModel, **_):
         self.model = model
+        # Set by a data-parallel run to average every gradient over the ranks (in place).
+        self.reduce: Callable[[list[torch.Tensor]], list[torch.Tensor]] = lambda grads: grads
+        self.scaler: torch.amp.GradScaler | None = None  # float16 autocast only
 
     def active(self, epoch: int) -> bool:
         return False
@@ -74,16 +77,24 @@ class Bilevel(NoArchUpdate):
         extra = self.model.arch.regularizer()
         return (loss if extra is None else loss + extra), logits
 
+    def grads(self, loss: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        return self.reduce(_grads(loss, params))
+
     def arch_step(self, train: Batch, val: Batch,
                   weight_optimizer: torch.optim.Optimizer) -> tuple[torch.Tensor, torch.Tensor]:
         if self.order == 1:
             loss, logits = self.objective(val)
-            grads = _grads(loss, self.arch_params)  # no weight gradients are computed for this step
+            scaled = loss if self.scaler is None else self.scaler.scale(loss)
+            grads = self.grads(scaled, self.arch_params)  # no weight gradients are computed for this step
         else:
             loss, logits, grads = self.unrolled_gradient(train, val, weight_optimizer)
         for p, g in zip(self.arch_params, grads):
             p.grad = g
-        self.optimizer.step()
+        if self.scaler is None:
+            self.optimizer.step()
+        else:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         return loss.detach(), logits.detach()
 
     # -- second order ---------------------------------------------------------------------------
@@ -95,7 +106,7 @@ class Bilevel(NoArchUpdate):
         buffers = [b.clone() for b in self.model.buffers()]
         originals = [p.detach().clone() for p in weights]
 
-        dw = _grads(self.criterion(self.model(train[0]), train[1]), weights)
+        dw = self.grads(self.criterion(self.model(train[0]), train[1]), weights)
         with torch.no_grad():
             for p, g in zip(weights, dw):
                 v = weight_optimizer.state.get(p, {}).get("momentum_buffer")
@@ -103,7 +114,7 @@ class Bilevel(NoArchUpdate):
                 p.sub_(xi * step)
 
         loss, logits = self.objective(val)
-        grads = _grads(loss, self.arch_params + weights)
+        grads = self.grads(loss, self.arch_params + weights)
         g_alpha, g_w = grads[:len(self.arch_params)], grads[len(self.arch_params):]
 
         with torch.no_grad():
@@ -122,7 +133,7 @@ class Bilevel(NoArchUpdate):
         for sign in (1, -1):
             with torch.no_grad():
                 torch._foreach_add_(weights, step, alpha=1 if sign > 0 else -2)  # w + εv, then w − εv
-            grads.append(_grads(self.criterion(self.model(train[0]), train[1]), self.arch_params))
+            grads.append(self.grads(self.criterion(self.model(train[0]), train[1]), self.arch_params))
         with torch.no_grad():
             torch._foreach_add_(weights, step)
         return [(gp - gn) / (2 * eps) for gp, gn in zip(*grads)]

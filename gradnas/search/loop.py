@@ -10,25 +10,30 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 import yaml
 from tqdm.auto import tqdm
 
-from ..arch import ARCHITECTURES, EdgeNormalization
+from ..arch import ARCHITECTURES, EdgeNormalization, GroupAttention
 from ..benchmarks.nb201 import NB201Table, search_report
 from ..config import SearchConfig
-from ..edges import EDGES
 from ..data import Augment, DeviceLoader, ImageDataset, load_dataset, search_split
+from ..distributed import average_, convert_sync_batchnorm, init_from_env
+from ..edges import EDGES
 from ..errors import GradnasError
 from ..genotypes import Genotype, genotype_text, save_genotype
+from ..profiling import saved_activation_bytes, state_bytes
 from ..runlog import RunLog, environment, log
+from ..runtime import FiniteGuard, autocast_dtype, resolve_device
 from ..selection import derive_genotype
-from ..viz import draw_genotype
 from ..spaces import DEFAULT_OPS, SPACES
+from ..spaces.blocks import drop_running_stats
+from ..viz import draw_genotype
 from .bilevel import ARCH_UPDATES
 from .checkpoint import load_checkpoint, rng_state, save_atomic, seed_everything, set_rng_state
 from .hooks import build_hooks
@@ -45,18 +50,6 @@ class SearchResult:
     model: SearchModel | None = None
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise GradnasError(f"unknown device {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise GradnasError("device 'cuda' asked for, but no CUDA device is available")
-    return device
-
-
 def edge_choice(config: SearchConfig) -> tuple[str, dict[str, Any]]:
     """The edge kind and the options its factory reads from the configuration."""
     options_from_config = getattr(EDGES[config.edge], "options_from_config", lambda cfg: {})
@@ -69,22 +62,43 @@ def build_search_model(config: SearchConfig, num_classes: int, in_channels: int 
     edge, edge_options = edge_choice(config)
     net = SPACES[config.space](C=config.channels, num_classes=num_classes, layers=config.layers,
                                in_channels=in_channels, op_names=op_names, edge=edge, edge_options=edge_options)
-    arch = ARCHITECTURES[config.arch](net.cell_types, net.op_names, net.in_degrees)
+    arch_cls = ARCHITECTURES[config.arch]
+    if arch_cls.per_cell and config.space != "darts":
+        raise GradnasError(f"architecture {config.arch!r} gives one genotype per cell; only the darts space has those")
+    arch = arch_cls(net.cell_types, net.op_names, net.in_degrees, **arch_cls.options_from_config(config))
+    if not config.bn_running_stats:
+        drop_running_stats(net)
     if config.edge_norm:
         arch.add(EdgeNormalization(net.cell_types, net.in_degrees))
+    if config.group_attention:
+        arch.add(GroupAttention(len(net.cell_types), arch.num_edges, config.groups, config.attention_spread,
+                                config.attention_sigmoid))
     return SearchModel(net, arch)
 
 
 def weight_step(model: nn.Module, criterion, optimizer: torch.optim.Optimizer, weights: list[torch.Tensor],
-                batch: tuple[torch.Tensor, torch.Tensor], grad_clip: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """One SGD step on the training loss with gradient-norm clipping; returns the detached loss and logits."""
+                batch: tuple[torch.Tensor, torch.Tensor], grad_clip: float,
+                reduce: Callable[[list[torch.Tensor]], Any] | None = None,
+                scaler: torch.amp.GradScaler | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One SGD step on the training loss with gradient-norm clipping; returns the detached loss and logits.
+
+    ``reduce`` averages the gradients over data-parallel ranks; ``scaler`` scales a float16 loss.
+    """
     x, y = batch
     optimizer.zero_grad(set_to_none=True)
     logits = model(x)
     loss = criterion(logits, y)
-    loss.backward(inputs=weights)  # architecture gradients are not needed here
+    (loss if scaler is None else scaler.scale(loss)).backward(inputs=weights)  # no architecture gradients
+    if reduce is not None:
+        reduce([p.grad for p in weights if p.grad is not None])
+    if scaler is not None:
+        scaler.unscale_(optimizer)
     nn.utils.clip_grad_norm_(weights, grad_clip)
-    optimizer.step()
+    if scaler is None:
+        optimizer.step()
+    else:
+        scaler.step(optimizer)
+        scaler.update()
     return loss.detach(), logits.detach()
 
 
@@ -101,27 +115,46 @@ class Searcher:
         self.out.mkdir(parents=True, exist_ok=True)
         seed_everything(config.seed, config.deterministic)
         self.device = resolve_device(config.device)
+        self.dist = init_from_env(self.device.type)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
         self.data = dataset if dataset is not None else load_dataset(config.data, config.data_root)
 
-        self.model = build_search_model(config, self.data.num_classes, self.data.in_channels).to(self.device)
+        self.model = build_search_model(config, self.data.num_classes, self.data.in_channels)
+        if config.sync_bn and self.dist.enabled:
+            convert_sync_batchnorm(self.model.net, self.device.type)
         # Channels-last runs the supernet's many depthwise and dilated convs several times faster.
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-        self.model.to(memory_format=self.memory_format)
+        self.model.to(self.device, memory_format=self.memory_format)
+        self.model.amp_dtype = autocast_dtype(config.amp, self.device)
+        if config.compile:
+            self.model.net.compile()  # in place: checkpoints keep the plain parameter names
         self.criterion = nn.CrossEntropyLoss()
         self.weights = [p for p in self.model.weight_parameters()]
         self.optimizer = torch.optim.SGD(self.weights, lr=config.lr, momentum=config.momentum,
                                          nesterov=config.nesterov, weight_decay=config.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, config.epochs, config.lr_min)
         self.update = ARCH_UPDATES[config.arch_update](
             self.model, criterion=self.criterion, order=config.order, lr=config.arch_lr,
             betas=config.arch_betas, weight_decay=config.arch_weight_decay, warmup_epochs=config.arch_warmup_epochs)
+        self.reduce = partial(average_, context=self.dist) if self.dist.enabled else None
+        self.update.reduce = self.reduce or self.update.reduce
+        self.scaler = None
+        if self.model.amp_dtype == torch.float16:
+            if config.order == 2:
+                raise GradnasError("--amp on a GPU without bfloat16 supports first-order search only")
+            self.scaler, self.update.scaler = torch.amp.GradScaler(), torch.amp.GradScaler()
         self._build_loaders()
+        self.steps = min(len(self.train_loader), config.steps_per_epoch or len(self.train_loader))
+        # With lr_per_step (IS-DARTS) the cosine is annealed every iteration, so its period counts steps.
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimizer, config.epochs * (self.steps if config.lr_per_step else 1), config.lr_min)
         self.hooks = build_hooks(config, self)
         self.start_epoch = 0
         self.history: list[dict[str, Any]] = []
         if state is not None:
             self._restore(state)
-        self.log = RunLog(self.out, self.start_epoch)
+        self.log = RunLog(self.out, self.start_epoch) if self.dist.is_main else None  # rank 0 writes
 
     # -- setup ------------------------------------------------------------------------------------
     def _build_loaders(self) -> None:
@@ -132,10 +165,11 @@ class Searcher:
             train_idx, val_idx = search_split(n, c.train_portion, c.seed)
         else:  # single-level methods train on all data
             train_idx, val_idx = torch.arange(n), None
+        shard = (self.dist.rank, self.dist.world_size)  # each rank takes its part of every global batch
         loader = lambda idx, seed: DeviceLoader(d.x_train[idx], d.y_train[idx], c.batch_size, d.mean, d.std,
-                                                augment, device=self.device, seed=seed)
-        if len(train_idx) < c.batch_size:
-            raise GradnasError(f"batch size {c.batch_size} exceeds the {len(train_idx)} training images "
+                                                augment, device=self.device, seed=seed, shard=shard)
+        if len(train_idx) < c.batch_size * self.dist.world_size:
+            raise GradnasError(f"batch size {c.batch_size} × {self.dist.world_size} ranks exceeds the {len(train_idx)} training images "
                                f"of {d.name}; pass a smaller --batch-size")
         self.train_loader = loader(train_idx, c.seed)
         self.val_loader = loader(val_idx, c.seed + 1) if val_idx is not None else None
@@ -172,12 +206,13 @@ class Searcher:
         return derive_genotype(self.model.arch, self.config.space, self.config.selection)
 
     def run(self) -> SearchResult:
-        c = self.config
-        (self.out / "config.yaml").write_text(yaml.safe_dump(c.to_dict(), sort_keys=False))
-        env = environment(self.device, c.seed, c.deterministic)
-        (self.out / "env.json").write_text(json.dumps(env, indent=2))
-        steps = min(len(self.train_loader), c.steps_per_epoch or len(self.train_loader))
-        bar = tqdm(total=(c.epochs - self.start_epoch) * steps, disable=not c.progress, unit="step",
+        c, main = self.config, self.dist.is_main
+        if main:
+            (self.out / "config.yaml").write_text(yaml.safe_dump(c.to_dict(), sort_keys=False))
+            env = environment(self.device, c.seed, c.deterministic) | {"world_size": self.dist.world_size}
+            (self.out / "env.json").write_text(json.dumps(env, indent=2))
+        steps = self.steps
+        bar = tqdm(total=(c.epochs - self.start_epoch) * steps, disable=not (c.progress and main), unit="step",
                    dynamic_ncols=True, leave=False)
         try:
             for epoch in range(self.start_epoch, c.epochs):
@@ -186,22 +221,29 @@ class Searcher:
                     hook.on_epoch_start(self, epoch)
                 stats = self.train_epoch(epoch, steps, bar)
                 record = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], **stats}
-                self.scheduler.step()
+                if not c.lr_per_step:
+                    self.scheduler.step()
                 for hook in self.hooks:
                     record.update(hook.on_epoch_end(self, epoch) or {})
                 genotype = self.genotype()
+                if genotype.cells is not None:  # per-cell search: how many different cells the network has now
+                    record["distinct_cells"] = len(set(genotype.cells))
                 record.update(genotype=genotype_text(genotype), arch=self.model.arch.summary(),
                               seconds=round(time.perf_counter() - started, 3))
                 self.history.append(record)
-                self.log.write(record)
-                save_atomic(self.state_dict(epoch + 1), self.checkpoint_path)
-                log.info("epoch %d/%d %s", epoch + 1, c.epochs, _brief(record))
+                if main:
+                    self.log.write(record)
+                    save_atomic(self.state_dict(epoch + 1), self.checkpoint_path)
+                    log.info("epoch %d/%d %s", epoch + 1, c.epochs, _brief(record))
         finally:
             bar.close()
-            self.log.close()
+            if main:
+                self.log.close()
         genotype = self.genotype()
-        paths = {"genotype": self.out / "genotype.json", "log": self.log.path, "checkpoint": self.checkpoint_path,
-                 "config": self.out / "config.yaml"}
+        paths = {"genotype": self.out / "genotype.json", "log": self.out / "log.jsonl",
+                 "checkpoint": self.checkpoint_path, "config": self.out / "config.yaml"}
+        if not main:
+            return SearchResult(genotype, self.history, paths, self.model)
         save_genotype(genotype, paths["genotype"])
         paths["diagrams"] = draw_genotype(genotype, self.out)
         if c.space == "nb201":
@@ -227,7 +269,7 @@ class Searcher:
         arch_active = self.update.active(epoch)
         val_batches = iter(self.val_loader) if arch_active else None
         totals = torch.zeros(5, device=self.device)  # train loss, train correct, val loss, val correct, images
-        first_bad = torch.full((), -1, device=self.device, dtype=torch.long)
+        guard = FiniteGuard(self.device)
         for step, (x, y) in enumerate(self.train_loader):
             if step >= steps:
                 break
@@ -237,37 +279,61 @@ class Searcher:
                 xv = xv.contiguous(memory_format=self.memory_format)
                 val_loss, val_logits = self.update.arch_step((x, y), (xv, yv), self.optimizer)
                 totals[2:4] += torch.stack([val_loss * len(yv), (val_logits.argmax(1) == yv).sum()])
-            loss, logits = weight_step(model, self.criterion, self.optimizer, self.weights, (x, y), c.grad_clip)
+            loss, logits = weight_step(model, self.criterion, self.optimizer, self.weights, (x, y), c.grad_clip,
+                                       self.reduce, self.scaler)
+            if c.lr_per_step:
+                self.scheduler.step()
             totals[0:2] += torch.stack([loss * len(y), (logits.argmax(1) == y).sum()])
             totals[4] += len(y)
-            # Flag the first non-finite loss without synchronising with the device every step.
-            bad = ~torch.isfinite(loss)
-            if arch_active:
-                bad |= ~torch.isfinite(val_loss)
-            first_bad = torch.where((first_bad < 0) & bad, step, first_bad)
+            guard.update(step, loss, *([val_loss] if arch_active else []))
             if (step + 1) % c.log_every == 0 or step + 1 == steps:
-                self._check_finite(first_bad, epoch)
+                guard.check(epoch, self.checkpoint_path, "lower --lr or --arch-lr")
                 n = totals[4].item()
                 bar.set_description(f"epoch {epoch + 1}/{c.epochs}")
                 bar.set_postfix(loss=f"{totals[0].item() / n:.3f}", acc=f"{100 * totals[1].item() / n:.1f}")
             bar.update(1)
+        if self.reduce is not None:
+            self.reduce([totals])  # averaged sums: the ratios below are over all ranks' images
         n = totals[4].item()
         stats = {"train_loss": totals[0].item() / n, "train_acc": 100 * totals[1].item() / n}
         if arch_active:
             stats.update(val_loss=totals[2].item() / n, val_acc=100 * totals[3].item() / n)
         return stats
 
-    def _check_finite(self, first_bad: torch.Tensor, epoch: int) -> None:
-        step = int(first_bad.item())
-        if step >= 0:
-            raise GradnasError(
-                f"non-finite loss at epoch {epoch + 1}, step {step + 1}; stopped. The last good checkpoint "
-                f"({self.checkpoint_path}) is intact: lower --lr or --arch-lr and --resume")
+
+    def dry_run(self) -> dict[str, Any]:
+        """Build everything and take one iteration: the sizes and memory a user needs to pick a batch size."""
+        x, y = next(iter(self.train_loader))
+        x = x.contiguous(memory_format=self.memory_format)
+        self.model.train()
+        activations, _ = saved_activation_bytes(self.model, lambda: self.model(x))
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        started = time.perf_counter()
+        if self.update.active(self.config.arch_warmup_epochs):
+            xv, yv = next(iter(self.val_loader))
+            self.update.arch_step((x, y), (xv.contiguous(memory_format=self.memory_format), yv), self.optimizer)
+        weight_step(self.model, self.criterion, self.optimizer, self.weights, (x, y), self.config.grad_clip,
+                    self.reduce, self.scaler)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        report = {
+            "weights": sum(p.numel() for p in self.model.weight_parameters()),
+            "arch_parameters": sum(p.numel() for p in self.model.arch_parameters()),
+            "batch_size": self.config.batch_size, "device": str(self.device),
+            "step_seconds": round(time.perf_counter() - started, 3), "activation_bytes": activations,
+        }
+        if self.device.type == "cuda":
+            report["peak_bytes"] = torch.cuda.max_memory_allocated(self.device)
+        else:  # no allocator statistics on the CPU: activations plus parameters, gradients, optimiser state
+            report["estimated_peak_bytes"] = activations + state_bytes(self.model, self.optimizer)
+        return report
 
 
 def _brief(record: dict[str, Any]) -> str:
-    keys = ("train_loss", "train_acc", "val_loss", "val_acc", "seconds")
-    return " ".join(f"{k}={record[k]:.4g}" for k in keys if isinstance(record.get(k), float) and math.isfinite(record[k]))
+    keys = ("train_loss", "train_acc", "val_loss", "val_acc", "distinct_cells", "seconds")
+    return " ".join(f"{k}={record[k]:.4g}" for k in keys
+                    if isinstance(record.get(k), (int, float)) and math.isfinite(record[k]))
 
 
 def final_edge_probabilities(checkpoint: Path) -> torch.Tensor:

@@ -10,13 +10,24 @@ from ..arch.base import Architecture
 
 
 class SearchModel(nn.Module):
-    def __init__(self, net: nn.Module, arch: Architecture):
+    """``model(x)`` = supernet(x, architecture weights).
+
+    With ``amp_dtype`` set the supernet runs under autocast while the architecture weights (softmax and
+    friends) are computed outside it, in float32; logits come back in float32 for the loss.
+    """
+
+    def __init__(self, net: nn.Module, arch: Architecture, amp_dtype: torch.dtype | None = None):
         super().__init__()
         self.net = net
         self.arch = arch
+        self.amp_dtype = amp_dtype
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x, self.arch())
+        weights = self.arch()
+        if self.amp_dtype is None:
+            return self.net(x, weights)
+        with torch.autocast(x.device.type, dtype=self.amp_dtype):
+            return self.net(x, weights).float()
 
     def weight_parameters(self) -> Iterator[nn.Parameter]:
         return self.net.parameters()

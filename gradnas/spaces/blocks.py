@@ -27,3 +27,13 @@ def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
     keep = 1.0 - drop_prob
     mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
     return x * mask / keep
+
+
+def drop_running_stats(module: nn.Module) -> nn.Module:
+    """Make every BatchNorm in ``module`` normalise with the statistics of the current batch, in training and
+    in eval mode alike, and keep no running estimates (the IS-DARTS supernet, METHODS.md §5.2)."""
+    for bn in module.modules():
+        if isinstance(bn, nn.modules.batchnorm._BatchNorm):
+            bn.track_running_stats = False
+            bn.running_mean = bn.running_var = bn.num_batches_tracked = None
+    return module

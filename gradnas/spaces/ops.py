@@ -75,9 +75,23 @@ class FactorizedReduce(ReLUFirst):
         self.conv_1 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False, groups=groups)
         self.conv_2 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False, groups=groups)
         self.bn = nn.BatchNorm2d(C_out, affine=affine)
+        self.groups = groups
 
     def body(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], dim=1))
+        a, b = self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])
+        if self.groups == 1:
+            return self.bn(torch.cat([a, b], dim=1))
+        return self.bn(_concat_groupwise(a, b, self.groups))
+
+
+def _concat_groupwise(a: torch.Tensor, b: torch.Tensor, groups: int) -> torch.Tensor:
+    """Concatenate channels group by group ([a_1, b_1, …, a_g, b_g]), so that a grouped FactorizedReduce maps
+    input group m to output group m only (METHODS.md §4: groups stay separate). One copy, as a plain
+    concatenation, in the inputs' memory format."""
+    if a.is_contiguous():
+        return torch.cat([a.unflatten(1, (groups, -1)), b.unflatten(1, (groups, -1))], 2).flatten(1, 2)
+    nhwc = [t.permute(0, 2, 3, 1).unflatten(3, (groups, -1)) for t in (a, b)]  # channels-last in memory
+    return torch.cat(nhwc, 4).flatten(3).permute(0, 3, 1, 2)
 
 
 class Zero(nn.Module):

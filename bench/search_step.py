@@ -1,0 +1,228 @@
+"""Search-step speed and memory of the library's supernets, with ratios against DARTS at batch 64.
+
+For each configuration row (a method preset plus overrides) it builds the model exactly as the search
+does (``build_search_model(resolve_config(...))``, channels-last when configured), then times
+``gradnas.search.loop.weight_step`` and ``Bilevel.arch_step`` (first and/or second order) and counts the
+bytes of activations saved for backward in one training forward (``saved_tensors_hooks``, each storage
+once, parameters excluded). Timed steps run round-robin over all rows, so a burst of load on a shared
+machine hits every row alike; the medians are reported, with the fastest and slowest step beside them.
+
+    python bench/search_step.py                      # every row, 3 timed steps each (CPU: a few minutes)
+    python bench/search_step.py --rows darts-b64 pc-darts-k4-b64 --steps 10 --json
+    python bench/search_step.py --quick              # tiny smoke configuration
+
+Later methods add rows to ``ROWS``; ``BASELINE`` is always measured, since ratios need it in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+from gradnas.config import resolve_config
+from gradnas.errors import GradnasError
+from gradnas.search.bilevel import ARCH_UPDATES
+from gradnas.search.checkpoint import seed_everything
+from gradnas.search.loop import build_search_model, resolve_device, weight_step
+
+STEPS = ("weight", "arch-1", "arch-2")  # weight step; architecture step of order 1 or 2
+NUM_CLASSES, IMAGE_SIZE = 10, 32
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    space: str
+    method: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    steps: tuple[str, ...] = ("weight", "arch-1")
+
+
+ROWS: list[Row] = [
+    Row("darts-b64", "darts", "darts", {"batch_size": 64}, STEPS),
+    Row("nb201-darts-b64", "nb201", "darts", {"batch_size": 64}),
+    Row("pc-darts-k2-b64", "darts", "pc-darts", {"partial_k": 2, "batch_size": 64}),
+    Row("pc-darts-k4-b64", "darts", "pc-darts", {"partial_k": 4, "batch_size": 64}),
+    Row("pc-darts-k8-b64", "darts", "pc-darts", {"partial_k": 8, "batch_size": 64}),
+    Row("pc-darts-k4-b256", "darts", "pc-darts", {"partial_k": 4, "batch_size": 256}),
+    # DNAS global search at its L=14 (METHODS.md §6) beside its full-form baseline and plain PC-DARTS at L=14
+    Row("pc-darts-k4-l14", "darts", "pc-darts", {"partial_k": 4, "layers": 14, "batch_size": 64}),
+    Row("pcdarts-global-l14", "darts", "pc-darts-global", {"partial_k": 4, "layers": 14}),
+    Row("dnas-l14", "darts", "dnas", {"partial_k": 4, "layers": 14}),
+    # G-DARTS-A presets (METHODS.md §4), M=4 groups with attention, at DARTS's batch
+    Row("darts-attn-b64", "darts", "darts-attention", {"batch_size": 64}),
+    Row("g-darts-a-b64", "darts", "g-darts-a", {"batch_size": 64}),
+    Row("g-pc-darts-a-b64", "darts", "g-pc-darts-a", {"batch_size": 64}),
+    Row("g-darts-b64", "darts", "g-darts", {"batch_size": 64}),
+]
+BASELINE = "darts-b64"
+# The foundation setting (C=16; 8 DARTS cells or 5 NB201 cells per stage) and a tiny one for smoke runs.
+FULL = {"darts": {"channels": 16, "layers": 8}, "nb201": {"channels": 16, "layers": 5}}
+QUICK = {"darts": {"channels": 8, "layers": 3}, "nb201": {"channels": 8, "layers": 1}}
+QUICK_IMAGE_SIZE, QUICK_BATCH_DIVISOR = 16, 8
+
+
+def saved_activation_bytes(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
+    """Bytes and count of the distinct storages autograd saves in one training forward (parameters excluded)."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            seen.setdefault(storage.data_ptr(), storage.nbytes())
+        return t
+
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x)
+    return sum(seen.values()), len(seen)
+
+
+@dataclass
+class Measurement:
+    row: Row
+    step: str
+    batch: int
+    saved: tuple[int, int]
+    run: Callable[[], Any]
+    times_ms: list[float] = field(default_factory=list)
+    peak_bytes: int | None = None
+
+
+def prepare(row: Row, device: torch.device, quick: bool) -> list[Measurement]:
+    """Build the row's model, optimiser, architecture update and batches; one Measurement per step kind."""
+    base = (QUICK if quick else FULL)[row.space]
+    config = resolve_config({"space": row.space, "method": row.method, **base, **row.overrides,
+                             "device": str(device), "progress": False})
+    batch = max(2, config.batch_size // QUICK_BATCH_DIVISOR) if quick else config.batch_size
+    size = QUICK_IMAGE_SIZE if quick else IMAGE_SIZE
+    seed_everything(config.seed)
+    model = build_search_model(config, NUM_CLASSES).to(device)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)  # as the Searcher does
+    criterion = nn.CrossEntropyLoss()
+    weights = list(model.weight_parameters())
+    optimizer = torch.optim.SGD(weights, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
+                                weight_decay=config.weight_decay)
+
+    def data() -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=memory_format)
+        return x, torch.randint(0, NUM_CLASSES, (batch,), device=device)
+
+    train, val = data(), data()
+    saved = saved_activation_bytes(model, train[0])
+    updates = {order: ARCH_UPDATES[config.arch_update](
+        model, criterion=criterion, order=order, lr=config.arch_lr, betas=config.arch_betas,
+        weight_decay=config.arch_weight_decay) for order in (1, 2) if f"arch-{order}" in row.steps}
+    runs = {"weight": lambda: weight_step(model, criterion, optimizer, weights, train, config.grad_clip),
+            "arch-1": lambda: updates[1].arch_step(train, val, optimizer),
+            "arch-2": lambda: updates[2].arch_step(train, val, optimizer)}
+    return [Measurement(row, step, batch, saved, runs[step]) for step in row.steps]
+
+
+def timed(m: Measurement, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    m.run()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # the step itself never waits for the device; timing must
+    return 1000 * (time.perf_counter() - start)
+
+
+def measure(rows: list[Row], device: torch.device, steps: int, warmup: int, quick: bool) -> list[dict[str, Any]]:
+    measurements = [m for row in rows for m in prepare(row, device, quick)]
+    for m in measurements:
+        for _ in range(warmup):
+            timed(m, device)
+    for _ in range(steps):  # round-robin: contention on a shared machine spreads over all rows
+        for m in measurements:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            m.times_ms.append(timed(m, device))
+            if device.type == "cuda":
+                m.peak_bytes = max(m.peak_bytes or 0, torch.cuda.max_memory_allocated(device))
+    return with_ratios([record(m, device) for m in measurements])
+
+
+def record(m: Measurement, device: torch.device) -> dict[str, Any]:
+    ms = statistics.median(m.times_ms)
+    out = {"row": m.row.name, "space": m.row.space, "method": m.row.method, "step": m.step, "batch": m.batch,
+           "partial_k": m.row.overrides.get("partial_k", 1), "device": str(device),
+           "ms_per_step": round(ms, 3), "ms_min": round(min(m.times_ms), 3), "ms_max": round(max(m.times_ms), 3),
+           "steps": len(m.times_ms), "images_per_s": round(1000 * m.batch / ms, 3),
+           "saved_bytes": m.saved[0], "saved_tensors": m.saved[1]}
+    if m.peak_bytes is not None:
+        out["peak_bytes"] = m.peak_bytes
+    return out
+
+
+def with_ratios(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each record against the baseline row's record of the same step (weight vs weight, arch vs arch)."""
+    base = {r["step"]: r for r in records if r["row"] == BASELINE}
+    for r in records:
+        b = base.get(r["step"])
+        r["ratio_saved_bytes"] = round(r["saved_bytes"] / b["saved_bytes"], 4) if b else None
+        r["ratio_images_per_s"] = round(r["images_per_s"] / b["images_per_s"], 4) if b else None
+        r["ratio_ms_per_step"] = round(r["ms_per_step"] / b["ms_per_step"], 4) if b else None
+        if b and "peak_bytes" in r and "peak_bytes" in b:
+            r["ratio_peak_bytes"] = round(r["peak_bytes"] / b["peak_bytes"], 4)
+    return records
+
+
+def table(records: list[dict[str, Any]]) -> str:
+    head = (f"{'row':18} {'step':6} {'batch':>5} {'ms/step':>9} {'(min-max)':>17} {'img/s':>8} "
+            f"{'saved MiB':>10} {'×saved':>7} {'×img/s':>7}")
+    has_peak = any("peak_bytes" in r for r in records)
+    lines = [head + (f" {'peak MiB':>9}" if has_peak else "")]
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"
+    for r in records:
+        spread = f"({r['ms_min']:.0f}-{r['ms_max']:.0f})"
+        line = (f"{r['row']:18} {r['step']:6} {r['batch']:>5} {r['ms_per_step']:>9.1f} {spread:>17} "
+                f"{r['images_per_s']:>8.1f} {r['saved_bytes'] / 2**20:>10.1f} {fmt(r['ratio_saved_bytes']):>7} "
+                f"{fmt(r['ratio_images_per_s']):>7}")
+        if has_peak:
+            line += f" {r['peak_bytes'] / 2**20:>9.1f}" if "peak_bytes" in r else f" {'-':>9}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    names = [r.name for r in ROWS]
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="auto", help="cuda, cpu, ... (default: cuda if available, else cpu)")
+    p.add_argument("--rows", nargs="+", choices=names, default=names, metavar="ROW",
+                   help=f"rows to run (the baseline {BASELINE} is always added): {', '.join(names)}")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per measurement (median reported)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps per measurement first")
+    p.add_argument("--quick", action="store_true", help="tiny supernets, 16 px, batch / 8: a smoke run")
+    p.add_argument("--json", action="store_true", help="one JSON object per measurement instead of a table")
+    args = p.parse_args(argv)
+    if args.steps < 1 or args.warmup < 0:
+        p.error("--steps must be >= 1 and --warmup >= 0")
+    try:
+        device = resolve_device(args.device)
+    except GradnasError as err:
+        p.error(str(err))
+    selected = [r for r in ROWS if r.name == BASELINE or r.name in args.rows]
+    records = measure(selected, device, args.steps, args.warmup, args.quick)
+    if args.json:
+        for r in records:
+            print(json.dumps(r))
+    else:
+        print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+              f"{args.steps} timed steps (median; min-max beside), ratios vs {BASELINE}")
+        print(table(records))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Progressive shrinking of comparison subsets (METHODS.md §5.3): the schedule, the removals, the survivors.
+
+A comparison subset is a group of (edge, op) candidates of one cell type that compete for ``keep`` places:
+in NB201 the 5 ops of one edge (keep 1), in the DARTS space every (source, op) pair entering one node (keep 2;
+both survivors may share a source). With S = round(1/r) steps, the step s (0-based) comes after the completed
+epoch T − S·I + s·I (1-based) and removes, in every subset, the ⌈(alive − keep)/(S − s)⌉ alive candidates of
+least importance, so that exactly ``keep`` survive the last step.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import GradnasError
+from ..genotypes import DARTS_CONCAT, CellGenotype, nb201_from_edges
+
+
+@dataclass(frozen=True)
+class Subset:
+    index: torch.Tensor  # flat (edge · |O| + op) indices of the candidates
+    keep: int
+    node: int            # the node its candidates enter (DARTS numbering 2..5, NB201 1..3)
+    edges: tuple[int, ...]  # the edges it spans, in order
+
+
+#: Per space: whether a subset is one edge or all edges into a node, how many candidates it keeps, and
+#: whether ``none`` may survive (the DARTS genotype has no zero edges; NB201 cells may hold them).
+SUBSET_RULES = {"nb201": ("edge", 1, True), "darts": ("node", 2, False)}
+
+
+def shrink_steps(rate: float) -> int:
+    if not 0.0 < rate <= 1.0:
+        raise GradnasError(f"shrink_rate must lie in (0, 1], got {rate}")
+    return round(1 / rate)
+
+
+def shrink_epochs(epochs: int, rate: float, interval: int) -> list[int]:
+    """The completed epochs (1-based) after which the S steps run: T − S·I + s·I for s = 0..S−1."""
+    steps = shrink_steps(rate)
+    if interval < 0:
+        raise GradnasError(f"shrink_interval must be >= 0, got {interval}")
+    schedule = [epochs - steps * interval + s * interval for s in range(steps)]
+    if schedule[0] < 1:
+        raise GradnasError(f"{steps} shrinking steps every {interval} epochs need more than {epochs} epochs "
+                           f"(the first would come after epoch {schedule[0]})")
+    return schedule
+
+
+def removal_count(alive: int, keep: int, steps: int, step: int) -> int:
+    """n_s = ⌈(alive − keep) / (S − s)⌉."""
+    return math.ceil((alive - keep) / (steps - step))
+
+
+def comparison_subsets(space: str, in_degrees: tuple[int, ...], n_ops: int) -> list[Subset]:
+    grouping, keep, _ = SUBSET_RULES[space]
+    first_node = 2 if space == "darts" else 1
+    subsets, edge = [], 0
+    for node, degree in enumerate(in_degrees, first_node):
+        edges = tuple(range(edge, edge + degree))
+        groups = [edges] if grouping == "node" else [(e,) for e in edges]
+        for group in groups:
+            index = torch.arange(group[0] * n_ops, (group[-1] + 1) * n_ops)
+            subsets.append(Subset(index, keep, node, group))
+        edge += degree
+    return subsets
+
+
+def comparable(space: str, scores: torch.Tensor, op_names: tuple[str, ...]) -> torch.Tensor:
+    """``scores`` as subsets compare them: where ``none`` may not survive it ranks below everything."""
+    if SUBSET_RULES[space][2] or "none" not in op_names:
+        return scores
+    scores = scores.clone()
+    scores[:, op_names.index("none")] = float("-inf")
+    return scores
+
+
+def ranked_alive(scores: torch.Tensor, alive: torch.Tensor, subset: Subset) -> torch.Tensor:
+    """Flat indices of the subset's alive candidates, most important first (ties: the lower index first)."""
+    idx = subset.index[alive.flatten()[subset.index]]
+    order = torch.sort(-scores.flatten()[idx], stable=True).indices
+    return idx[order]
+
+
+def shrink(scores: torch.Tensor, alive: torch.Tensor, subsets: list[Subset], steps: int, step: int) -> torch.Tensor:
+    """Step ``step`` of ``steps``: the alive mask (E, |O|) with each subset's least important candidates removed.
+
+    ``scores`` is an (E, |O|) importance matrix (higher = keep); NaN scores of alive candidates are refused."""
+    new = alive.clone()
+    for subset in subsets:
+        ranked = ranked_alive(scores, alive, subset)
+        if torch.isnan(scores.flatten()[ranked]).any():
+            raise ValueError("an alive candidate has no importance score")
+        n = removal_count(len(ranked), subset.keep, steps, step)
+        if n > 0:
+            new.view(-1)[ranked[len(ranked) - n:]] = False
+    return new
+
+
+def survivors(scores: torch.Tensor | None, alive: torch.Tensor, subsets: list[Subset]) -> list[list[int]]:
+    """Per subset, the flat indices of its ``keep`` best alive candidates (all of them after the last step).
+
+    Without scores the alive candidates are taken in index order."""
+    ranked = [ranked_alive(scores if scores is not None else torch.zeros(alive.shape), alive, s) for s in subsets]
+    return [r[:s.keep].tolist() for r, s in zip(ranked, subsets)]
+
+
+def survivor_cell(space: str, chosen: list[list[int]], subsets: list[Subset],
+                  op_names: tuple[str, ...]) -> CellGenotype:
+    """The cell genotype of the chosen candidates of every subset (``survivors``' output)."""
+    n_ops = len(op_names)
+    if space == "nb201":
+        return nb201_from_edges([op_names[c[0] % n_ops] for c in chosen]).normal
+    nodes = tuple(tuple((op_names[i % n_ops], i // n_ops - s.edges[0]) for i in c) for c, s in zip(chosen, subsets))
+    return CellGenotype(nodes, DARTS_CONCAT)

@@ -1,0 +1,18 @@
+"""Run by the distributed tests under torchrun: a tiny search whose final state each rank saves."""
+import json
+import os
+import sys
+
+import torch
+
+from gradnas.config import resolve_config
+from gradnas.search.loop import Searcher
+
+out, overrides = sys.argv[1], json.loads(sys.argv[2])
+config = resolve_config({"space": "nb201", "channels": 4, "layers": 1, "epochs": 2, "steps_per_epoch": 3,
+                         "progress": False, "out": out, **overrides})
+result = Searcher(config).run()
+rank = int(os.environ.get("RANK", "0"))
+torch.save({"arch": [p.detach() for p in result.model.arch_parameters()],
+            "weights": [p.detach() for p in result.model.weight_parameters()],
+            "genotype": result.genotype}, os.path.join(out, f"rank{rank}.pt"))

@@ -1,0 +1,64 @@
+"""Data-parallel search on CPU with the gloo backend, two processes started by torchrun from the test."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from gradnas.search.checkpoint import load_checkpoint
+
+WORKER = Path(__file__).with_name("dist_worker.py")
+
+
+def torchrun(nproc: int, *args: str, **popen) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+            "--master-port", str(29500 + os.getpid() % 1000), *args]
+
+
+def run_worker(tmp_path, name, nproc, **overrides):
+    out = tmp_path / name
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(torchrun(nproc, str(WORKER), str(out), json.dumps(overrides)),
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(nproc)]
+
+
+def test_two_ranks_stay_bit_identical(tmp_path):
+    r0, r1 = run_worker(tmp_path, "ddp", 2, batch_size=8)
+    assert all(torch.equal(a, b) for a, b in zip(r0["arch"], r1["arch"]))
+    assert all(torch.equal(a, b) for a, b in zip(r0["weights"], r1["weights"]))
+    assert r0["genotype"] == r1["genotype"]
+    assert (tmp_path / "ddp" / "checkpoint.pt").is_file() and not list((tmp_path / "ddp").glob("*.tmp"))
+
+
+def test_sync_bn_two_ranks_match_one_process_with_the_whole_batch(tmp_path):
+    single, = run_worker(tmp_path, "one", 1, batch_size=16, sync_bn=True)
+    r0, r1 = run_worker(tmp_path, "two", 2, batch_size=8, sync_bn=True)
+    for a, b in zip(single["arch"], r0["arch"]):
+        assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+    assert single["genotype"] == r0["genotype"] == r1["genotype"]
+
+
+def test_killed_two_rank_run_resumes(tmp_path):
+    out = tmp_path / "killed"
+    cli = ["-m", "gradnas", "search", "--space", "nb201", "--channels", "4", "--layers", "1", "--batch-size", "8",
+           "--epochs", "10", "--no-progress", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(torchrun(2, "--no-python", sys.executable) + cli, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 180
+    while not (out / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 1 <= load_checkpoint(out / "checkpoint.pt")["epoch"] < 10
+    resumed = subprocess.run(torchrun(2, "--no-python", sys.executable) + ["-m", "gradnas", "search", "--resume",
+                             str(out), "--no-progress"], env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 10
