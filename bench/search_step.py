@@ -5,7 +5,9 @@ does (``build_search_model(resolve_config(...))``, channels-last when configured
 ``gradnas.search.loop.weight_step`` and ``Bilevel.arch_step`` (first and/or second order) and counts the
 bytes of activations saved for backward in one training forward (``saved_tensors_hooks``, each storage
 once, parameters excluded). Timed steps run round-robin over all rows, so a burst of load on a shared
-machine hits every row alike; the medians are reported, with the fastest and slowest step beside them.
+machine hits every row alike; the medians are reported, with the fastest and slowest step beside them,
+and the process CPU time per step (with ``--threads 1`` far steadier than wall time when other jobs share
+the cores; ``×img/cpu-s`` is the images-per-second ratio by that clock).
 
     python bench/search_step.py                      # every row, 3 timed steps each (CPU: a few minutes)
     python bench/search_step.py --rows darts-b64 pc-darts-k4-b64 --steps 10 --json
@@ -28,9 +30,11 @@ import torch.nn as nn
 
 from gradnas.config import resolve_config
 from gradnas.errors import GradnasError
+from gradnas.profiling import saved_activation_bytes
+from gradnas.runtime import resolve_device
 from gradnas.search.bilevel import ARCH_UPDATES
 from gradnas.search.checkpoint import seed_everything
-from gradnas.search.loop import build_search_model, resolve_device, weight_step
+from gradnas.search.loop import build_search_model, weight_step
 
 STEPS = ("weight", "arch-1", "arch-2")  # weight step; architecture step of order 1 or 2
 NUM_CLASSES, IMAGE_SIZE = 10, 32
@@ -69,23 +73,6 @@ QUICK = {"darts": {"channels": 8, "layers": 3}, "nb201": {"channels": 8, "layers
 QUICK_IMAGE_SIZE, QUICK_BATCH_DIVISOR = 16, 8
 
 
-def saved_activation_bytes(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
-    """Bytes and count of the distinct storages autograd saves in one training forward (parameters excluded)."""
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in params:
-            seen.setdefault(storage.data_ptr(), storage.nbytes())
-        return t
-
-    model.train()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(x)
-    return sum(seen.values()), len(seen)
-
-
 @dataclass
 class Measurement:
     row: Row
@@ -94,6 +81,7 @@ class Measurement:
     saved: tuple[int, int]
     run: Callable[[], Any]
     times_ms: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)
     peak_bytes: int | None = None
 
 
@@ -118,7 +106,8 @@ def prepare(row: Row, device: torch.device, quick: bool) -> list[Measurement]:
         return x, torch.randint(0, NUM_CLASSES, (batch,), device=device)
 
     train, val = data(), data()
-    saved = saved_activation_bytes(model, train[0])
+    model.train()
+    saved = saved_activation_bytes(model, lambda: model(train[0]))
     updates = {order: ARCH_UPDATES[config.arch_update](
         model, criterion=criterion, order=order, lr=config.arch_lr, betas=config.arch_betas,
         weight_decay=config.arch_weight_decay) for order in (1, 2) if f"arch-{order}" in row.steps}
@@ -128,14 +117,15 @@ def prepare(row: Row, device: torch.device, quick: bool) -> list[Measurement]:
     return [Measurement(row, step, batch, saved, runs[step]) for step in row.steps]
 
 
-def timed(m: Measurement, device: torch.device) -> float:
+def timed(m: Measurement, device: torch.device) -> tuple[float, float]:
+    """Wall-clock and process CPU milliseconds of one step."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     m.run()
     if device.type == "cuda":
         torch.cuda.synchronize(device)  # the step itself never waits for the device; timing must
-    return 1000 * (time.perf_counter() - start)
+    return 1000 * (time.perf_counter() - start), 1000 * (time.process_time() - cpu)
 
 
 def measure(rows: list[Row], device: torch.device, steps: int, warmup: int, quick: bool) -> list[dict[str, Any]]:
@@ -147,19 +137,21 @@ def measure(rows: list[Row], device: torch.device, steps: int, warmup: int, quic
         for m in measurements:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            m.times_ms.append(timed(m, device))
+            wall, cpu = timed(m, device)
+            m.times_ms.append(wall)
+            m.cpu_ms.append(cpu)
             if device.type == "cuda":
                 m.peak_bytes = max(m.peak_bytes or 0, torch.cuda.max_memory_allocated(device))
     return with_ratios([record(m, device) for m in measurements])
 
 
 def record(m: Measurement, device: torch.device) -> dict[str, Any]:
-    ms = statistics.median(m.times_ms)
+    ms, cpu = statistics.median(m.times_ms), statistics.median(m.cpu_ms)
     out = {"row": m.row.name, "space": m.row.space, "method": m.row.method, "step": m.step, "batch": m.batch,
-           "partial_k": m.row.overrides.get("partial_k", 1), "device": str(device),
-           "ms_per_step": round(ms, 3), "ms_min": round(min(m.times_ms), 3), "ms_max": round(max(m.times_ms), 3),
-           "steps": len(m.times_ms), "images_per_s": round(1000 * m.batch / ms, 3),
-           "saved_bytes": m.saved[0], "saved_tensors": m.saved[1]}
+           "device": str(device), "steps": len(m.times_ms), "ms_per_step": round(ms, 3),
+           "ms_min": round(min(m.times_ms), 3), "ms_max": round(max(m.times_ms), 3),
+           "images_per_s": round(1000 * m.batch / ms, 3), "cpu_ms_per_step": round(cpu, 3),
+           "images_per_cpu_s": round(1000 * m.batch / cpu, 3), "saved_bytes": m.saved[0], "saved_tensors": m.saved[1]}
     if m.peak_bytes is not None:
         out["peak_bytes"] = m.peak_bytes
     return out
@@ -173,22 +165,24 @@ def with_ratios(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         r["ratio_saved_bytes"] = round(r["saved_bytes"] / b["saved_bytes"], 4) if b else None
         r["ratio_images_per_s"] = round(r["images_per_s"] / b["images_per_s"], 4) if b else None
         r["ratio_ms_per_step"] = round(r["ms_per_step"] / b["ms_per_step"], 4) if b else None
+        r["ratio_images_per_cpu_s"] = round(r["images_per_cpu_s"] / b["images_per_cpu_s"], 4) if b else None
         if b and "peak_bytes" in r and "peak_bytes" in b:
             r["ratio_peak_bytes"] = round(r["peak_bytes"] / b["peak_bytes"], 4)
     return records
 
 
 def table(records: list[dict[str, Any]]) -> str:
-    head = (f"{'row':18} {'step':6} {'batch':>5} {'ms/step':>9} {'(min-max)':>17} {'img/s':>8} "
-            f"{'saved MiB':>10} {'×saved':>7} {'×img/s':>7}")
+    head = (f"{'row':18} {'step':6} {'batch':>5} {'ms/step':>9} {'(min-max)':>17} {'img/s':>8} {'cpu ms':>9} "
+            f"{'saved MiB':>10} {'×saved':>7} {'×img/s':>7} {'×img/cpu-s':>10}")
     has_peak = any("peak_bytes" in r for r in records)
     lines = [head + (f" {'peak MiB':>9}" if has_peak else "")]
     fmt = lambda v: "-" if v is None else f"{v:.3f}"
     for r in records:
         spread = f"({r['ms_min']:.0f}-{r['ms_max']:.0f})"
         line = (f"{r['row']:18} {r['step']:6} {r['batch']:>5} {r['ms_per_step']:>9.1f} {spread:>17} "
-                f"{r['images_per_s']:>8.1f} {r['saved_bytes'] / 2**20:>10.1f} {fmt(r['ratio_saved_bytes']):>7} "
-                f"{fmt(r['ratio_images_per_s']):>7}")
+                f"{r['images_per_s']:>8.1f} {r['cpu_ms_per_step']:>9.1f} {r['saved_bytes'] / 2**20:>10.1f} "
+                f"{fmt(r['ratio_saved_bytes']):>7} {fmt(r['ratio_images_per_s']):>7} "
+                f"{fmt(r['ratio_images_per_cpu_s']):>10}")
         if has_peak:
             line += f" {r['peak_bytes'] / 2**20:>9.1f}" if "peak_bytes" in r else f" {'-':>9}"
         lines.append(line)
@@ -204,10 +198,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=3, help="timed steps per measurement (median reported)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps per measurement first")
     p.add_argument("--quick", action="store_true", help="tiny supernets, 16 px, batch / 8: a smoke run")
+    p.add_argument("--threads", type=int, default=None,
+                   help="intra-op threads (default: torch's); on a machine shared with other jobs 1 thread "
+                        "is far steadier, since the threads of one op wait for each other")
     p.add_argument("--json", action="store_true", help="one JSON object per measurement instead of a table")
     args = p.parse_args(argv)
-    if args.steps < 1 or args.warmup < 0:
-        p.error("--steps must be >= 1 and --warmup >= 0")
+    if args.steps < 1 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
+        p.error("--steps and --threads must be >= 1 and --warmup >= 0")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     try:
         device = resolve_device(args.device)
     except GradnasError as err:

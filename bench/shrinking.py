@@ -118,8 +118,9 @@ def main() -> None:
             med = statistics.median(ts)
             row = {"space": space, "row": name, "median_s": med, "min_s": min(ts), "max_s": max(ts),
                    "speedup": base / med, "steps": len(ts)}
-            print(json.dumps(row) if args.json else
-                  f"{name:<32} {med * 1e3:>10.1f}ms {min(ts) * 1e3:>6.0f}ms {max(ts) * 1e3:>6.0f}ms {base / med:>8.2f}×")
+            text = (f"{name:<32} {med * 1e3:>10.1f}ms {min(ts) * 1e3:>6.0f}ms {max(ts) * 1e3:>6.0f}ms "
+                    f"{base / med:>8.2f}×")
+            print(json.dumps(row) if args.json else text)
         for name, ts in measure.items():
             med = statistics.median(ts)
             print(json.dumps({"space": space, "row": f"importance over {n} images, {name}", "median_s": med})

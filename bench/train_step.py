@@ -85,10 +85,11 @@ def main(argv: list[str] | None = None) -> int:
         for r in records:
             print(json.dumps(r))
     else:
-        print(f"{'row':<16}{'variant':<19}{'batch':>6}{'median s':>10}{'img/s':>9}{'× contiguous':>14}")
+        print(f"{'row':<16}{'variant':<19}{'batch':>6}{'median s':>10}{'min s':>8}{'max s':>8}{'img/s':>9}"
+              f"{'× contiguous':>14}")
         for r in records:
-            print(f"{r['row']:<16}{r['variant']:<19}{r['batch']:>6}{r['median_s']:>10.3f}{r['images_per_s']:>9.1f}"
-                  f"{r['speedup']:>14.2f}")
+            print(f"{r['row']:<16}{r['variant']:<19}{r['batch']:>6}{r['median_s']:>10.3f}{r['min_s']:>8.3f}"
+                  f"{r['max_s']:>8.3f}{r['images_per_s']:>9.1f}{r['speedup']:>14.2f}")
     return 0
 
 

@@ -26,6 +26,11 @@ HELP = {
     "skip_dropout": "dropout on the skip_connect branch during search (DNAS 0.2; 0: off)",
     "zero_one_weight": "weight of the zero-one loss on σ(α), σ(γ) (DNAS 10; 0: off)",
     "beta_softmax": "DNAS: softmax of β over all edges of a cell (layer) or over each node's edges (node)",
+    "groups": "G-DARTS-A: channel groups M of every edge",
+    "group_mode": "G-DARTS-A: exact (all groups through one shared op built for C/M channels) or split "
+                  "(a full-width op whose output is split into groups for attention)",
+    "conv_groups": "G-DARTS-A: groups of every conv inside the candidate ops",
+    "partial_sampling": "PC-DARTS channels through the ops: first (code), random (paper) or all (G-PC-DARTS-A)",
 }
 
 

@@ -78,6 +78,8 @@ class SearchConfig:
     arch_warmup_epochs: int = 0
     # data handling
     train_portion: float = 0.5
+    train_subset: float | None = None    # fractions of the training set drawn (seeded, disjoint) as the search's
+    val_subset: float | None = None      # train / val parts instead of the train_portion split (PC-DARTS ImageNet)
     cutout: int = 0
     # run
     seed: int = 0
@@ -167,6 +169,12 @@ def _check(config: SearchConfig) -> None:
         raise GradnasError(f"order must be 1 or 2, got {config.order}")
     if not 0.0 < config.train_portion < 1.0:
         raise GradnasError(f"train_portion must lie in (0, 1), got {config.train_portion}")
+    if (config.train_subset is None) != (config.val_subset is None):
+        raise GradnasError("train_subset and val_subset go together: set both or neither")
+    if config.train_subset is not None and not (0 < config.train_subset < 1 and 0 < config.val_subset
+                                                and config.train_subset + config.val_subset <= 1 + 1e-9):
+        raise GradnasError(f"train_subset and val_subset must be positive fractions summing to at most 1, "
+                           f"got {config.train_subset} and {config.val_subset}")
     if not 0.0 <= config.skip_dropout < 1.0:
         raise GradnasError(f"skip_dropout must lie in [0, 1), got {config.skip_dropout}")
     if config.zero_one_weight < 0:

@@ -15,7 +15,7 @@ from gradnas.search.checkpoint import load_checkpoint
 WORKER = Path(__file__).with_name("dist_worker.py")
 
 
-def torchrun(nproc: int, *args: str, **popen) -> list[str]:
+def torchrun(nproc: int, *args: str) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
             "--master-port", str(29500 + os.getpid() % 1000), *args]
 
@@ -48,7 +48,7 @@ def test_sync_bn_two_ranks_match_one_process_with_the_whole_batch(tmp_path):
 def test_killed_two_rank_run_resumes(tmp_path):
     out = tmp_path / "killed"
     cli = ["-m", "gradnas", "search", "--space", "nb201", "--channels", "4", "--layers", "1", "--batch-size", "8",
-           "--epochs", "10", "--no-progress", "--out", str(out)]
+           "--epochs", "10", "--steps-per-epoch", "6", "--no-progress", "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(torchrun(2, "--no-python", sys.executable) + cli, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

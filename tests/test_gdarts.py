@@ -1,5 +1,6 @@
 """G-DARTS-A (METHODS.md §4, oracles of §7): channel-group parallel sampling, group attention, grouped convs,
 presets end to end."""
+import functools
 import json
 
 import pytest
@@ -45,6 +46,7 @@ def test_fold_puts_group_m_of_image_b_at_sample_bM_plus_m_and_unfolds_back(fmt):
     assert torch.equal(back, x) and back.is_contiguous(memory_format=fmt)
 
 
+@functools.lru_cache
 def full_size(method: str):
     """The C=16, L=8 supernet of a preset, on the meta device (shapes only: fast)."""
     with torch.device("meta"):
@@ -172,7 +174,7 @@ def test_cli_rejects_bad_groups_with_exit_2(capsys):
 # -- end to end -----------------------------------------------------------------------------------------
 def tiny(tmp_path, method, space="darts", **kw):
     return resolve_config({"method": method, "space": space, "channels": 8, "layers": 3 if space == "darts" else 1,
-                           "epochs": 2, "batch_size": 16, "steps_per_epoch": 2, "arch_warmup_epochs": 0,
+                           "epochs": 1, "batch_size": 8, "steps_per_epoch": 1, "arch_warmup_epochs": 0,
                            "progress": False, "out": str(tmp_path / "run"), **kw})
 
 
@@ -191,7 +193,7 @@ def test_tiny_search_per_preset(tmp_path, method):
 def test_nb201_and_second_order(tmp_path):
     result = search(tiny(tmp_path / "nb", "g-darts-a", "nb201"))
     assert result.genotype.space == "nb201" and attention(result.model).a.shape == (3, 6, 4)
-    assert search(tiny(tmp_path / "o2", "g-darts", order=2, epochs=1)).genotype.space == "darts"
+    assert search(tiny(tmp_path / "o2", "g-darts", order=2)).genotype.space == "darts"
 
 
 class Killed(Exception):
@@ -199,16 +201,16 @@ class Killed(Exception):
 
 
 def test_resume_is_exact_with_attention_and_edge_normalisation(tmp_path, monkeypatch):
-    full = search(tiny(tmp_path / "a", "g-pc-darts-a", epochs=3))
-    cut = tiny(tmp_path / "b", "g-pc-darts-a", epochs=3)
+    full = search(tiny(tmp_path / "a", "g-pc-darts-a", epochs=2))
+    cut = tiny(tmp_path / "b", "g-pc-darts-a", epochs=2)
     original = Searcher.train_epoch
 
-    def dies_in_epoch_2(self, epoch, *args):
-        if epoch == 2:
+    def dies_in_epoch_1(self, epoch, *args):
+        if epoch == 1:
             raise Killed
         return original(self, epoch, *args)
 
-    monkeypatch.setattr(Searcher, "train_epoch", dies_in_epoch_2)
+    monkeypatch.setattr(Searcher, "train_epoch", dies_in_epoch_1)
     with pytest.raises(Killed):
         search(cut)
     monkeypatch.setattr(Searcher, "train_epoch", original)
@@ -230,7 +232,7 @@ def test_nan_guard(tmp_path):
 def test_found_genotype_trains(tmp_path):
     from gradnas.train import resolve_train_config, train
 
-    found = search(tiny(tmp_path, "g-darts-a", epochs=1)).genotype
+    found = search(tiny(tmp_path, "g-darts-a")).genotype
     config = resolve_train_config({"genotype": str(tmp_path / "run"), "data": "digits", "channels": 4, "layers": 3,
                                    "auxiliary": False, "epochs": 1, "batch_size": 16, "steps_per_epoch": 2,
                                    "progress": False, "out": str(tmp_path / "train")})

@@ -85,17 +85,21 @@ def load_dataset(spec: str = "digits", root: str | Path | None = None, download:
                         crop_padding=max(1, x_train.shape[-1] // 8))
 
 
-def search_split(n: int, portion: float = 0.5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Disjoint (train, val) index tensors over ``range(n)`` for the bilevel search, ``int(portion * n)`` for train.
+def search_split(n: int, portion: float = 0.5, seed: int = 0,
+                 val_portion: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Disjoint (train, val) index tensors over ``range(n)`` for the bilevel search, ``int(portion * n)`` for train
+    and the rest for val, or only ``int(val_portion * n)`` of the rest (subsets, as PC-DARTS's ImageNet search).
 
     The draw is seeded and each part is sorted, so gathers from the resident dataset stay roughly in order."""
-    if not 0 < portion < 1:
-        raise GradnasError(f"search split portion must be in (0, 1), got {portion}")
+    if not 0 < portion < 1 or not (val_portion is None or 0 < val_portion < 1):
+        raise GradnasError(f"search split portions must be in (0, 1), got {portion}, {val_portion}")
     k = int(portion * n)
-    if not 0 < k < n:
-        raise GradnasError(f"search split of {n} samples with portion {portion} leaves an empty part")
+    end = n if val_portion is None else k + int(val_portion * n)
+    if not 0 < k < end <= n:
+        raise GradnasError(f"search split of {n} samples with portions {portion}, {val_portion} leaves an empty "
+                           "part or asks for more than all samples")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return perm[:k].sort().values, perm[k:].sort().values
+    return perm[:k].sort().values, perm[k:end].sort().values
 
 
 # ------------------------------------------------------------------------------------------------ sources

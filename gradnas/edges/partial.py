@@ -52,6 +52,8 @@ class PartialChannelEdge(nn.Module):
         super().__init__()
         if sampling not in ("first", "random", "all"):
             raise ValueError(f"partial-channel sampling must be 'first', 'random' or 'all', got {sampling!r}")
+        if k < 2:
+            raise ValueError(f"partial channels need k >= 2, got {k} (k=1 is the plain mixed edge)")
         self.inner, self.k, self.sampling = inner, k, sampling
         self.bypass = nn.MaxPool2d(2, 2) if stride == 2 and sampling != "all" else nn.Identity()
 

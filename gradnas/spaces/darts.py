@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from ..arch.base import CellWeights
-from ..edges import build_edge
+from .. import edges as edge_kinds  # a module import: gradnas.edges imports these spaces' ops in turn
 from .ops import DARTS_OPS, FactorizedReduce, ReLUConvBN
 
 STEPS = 4
@@ -25,7 +25,7 @@ class SearchCell(nn.Module):
                             else ReLUConvBN(C_pp, C, 1, 1, 0, affine=False))
         self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=False)
         self.edges = nn.ModuleList(
-            build_edge(edge, "darts", op_names, C, 2 if reduction and source < 2 else 1, **edge_options)
+            edge_kinds.build_edge(edge, "darts", op_names, C, 2 if reduction and source < 2 else 1, **edge_options)
             for n in IN_DEGREES for source in range(n))
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: CellWeights) -> torch.Tensor:

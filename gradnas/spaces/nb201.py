@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from ..arch.base import CellWeights
-from ..edges import build_edge
+from .. import edges as edge_kinds  # a module import: gradnas.edges imports these spaces' ops in turn
 from .blocks import ResidualBlock
 from .darts import sum_nodes
 from .ops import NB201_OPS
@@ -17,7 +17,7 @@ IN_DEGREES = (1, 2, 3)  # edges (1←0), (2←0), (2←1), (3←0), (3←1), (3�
 class SearchCell(nn.Module):
     def __init__(self, C: int, op_names: tuple[str, ...], edge: str, edge_options: dict):
         super().__init__()
-        self.edges = nn.ModuleList(build_edge(edge, "nb201", op_names, C, 1, **edge_options)
+        self.edges = nn.ModuleList(edge_kinds.build_edge(edge, "nb201", op_names, C, 1, **edge_options)
                                    for n in IN_DEGREES for _ in range(n))
 
     def forward(self, x: torch.Tensor, weights: CellWeights) -> torch.Tensor:

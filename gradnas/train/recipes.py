@@ -44,8 +44,8 @@ class TrainConfig:
     # network
     network: str = "cifar"               # cifar | imagenet | nb201 (models.saved.NETWORKS)
     channels: int = 36
-    layers: int | None = None            # None: the recipe's (20 cifar, 14 imagenet, 5 per stage nb201), or
-                                         # the number of cells of a per-cell genotype
+    layers: int = 20                     # cells (DARTS nets) or cells per stage (NB201); unless given, a
+                                         # per-cell genotype's number of cells
     auxiliary: bool = True
     auxiliary_weight: float = 0.4
     drop_path: float = 0.2               # final drop-path probability; grows as drop_path·epoch/epochs
@@ -152,7 +152,6 @@ def _resolve(given: dict[str, Any], dataset: ImageDataset | None) -> TrainConfig
     if genotype.cells is not None and "layers" not in given:  # one genotype per cell fixes the depth
         values["layers"] = len(genotype.cells)
     config = TrainConfig(**values)
-    config.layers = config.layers or {"cifar": 20, "imagenet": 14, "nb201": 5}.get(config.network)
     check_train_config(config, genotype)
     return config
 
@@ -165,7 +164,7 @@ def default_recipe(genotype: Genotype, dataset: ImageDataset | None = None) -> s
 
 def check_train_config(c: TrainConfig, genotype: Genotype) -> None:
     for name in ("epochs", "batch_size", "channels", "layers", "eval_every", "log_every"):
-        if getattr(c, name) is None or getattr(c, name) < 1:
+        if getattr(c, name) < 1:
             raise GradnasError(f"{name} must be at least 1, got {getattr(c, name)}")
     for name in ("lr", "lr_min", "weight_decay", "grad_clip", "auxiliary_weight", "cutout", "warmup_epochs",
                  "momentum"):

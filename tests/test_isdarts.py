@@ -1,0 +1,296 @@
+"""IS-DARTS (METHODS.md §5, oracles of §7): the Fisher statistic, masks, schedule, removals, survivors, the
+measurement on a supernet, end-to-end searches in both spaces and resume across a shrinking step."""
+import json
+
+import pytest
+import torch
+
+from gradnas.arch import BinaryMasks, SoftmaxAlpha
+from gradnas.config import resolve_config
+from gradnas.errors import GradnasError
+from gradnas.genotypes import Genotype, format_darts, parse_darts
+from gradnas.models import build_eval_network
+from gradnas.search.checkpoint import load_checkpoint
+from gradnas.search.loop import Searcher, build_search_model, search
+from gradnas.search.model import SearchModel
+from gradnas.selection.importance import fisher_information, information_importance, mixed_op
+from gradnas.selection.shrinking import (comparable, comparison_subsets, removal_count, shrink, shrink_epochs,
+                                         shrink_steps, survivor_cell, survivors)
+from gradnas.spaces import DARTS_OPS, NB201_OPS, SPACES
+from gradnas.spaces.blocks import drop_running_stats
+
+TINY = {"darts": dict(channels=4, layers=3), "nb201": dict(channels=4, layers=1)}
+
+
+def elementwise_fisher(y: torch.Tensor) -> torch.Tensor:
+    """The definition: φ = 3·(y − μ)² / s⁶ with channel mean and unbiased std, NaN → ∞, mean over c, h, w."""
+    y = y.double()
+    mu, s = y.mean(1, keepdim=True), y.std(1, keepdim=True)
+    phi = 3 * (y - mu) ** 2 / s ** 6
+    return phi.nan_to_num(nan=float("inf")).flatten(1).mean(1)
+
+
+# -- the statistic ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("a", [1.0, 0.5, 3.0])
+def test_two_channel_plus_minus_map(a):
+    y = torch.tensor([a, -a]).view(1, 2, 1, 1).expand(3, 2, 4, 5)
+    F = fisher_information(y)
+    assert torch.allclose(F, torch.full((3,), 3 / (8 * a ** 4), dtype=torch.float64))
+    if a == 1.0:
+        assert F[0].item() == pytest.approx(0.375) and 1 / F[0].item() == pytest.approx(8 / 3)
+
+
+def test_scaling_law_and_per_pixel_shift():
+    y = torch.randn(4, 6, 5, 5)
+    F = fisher_information(y)
+    for lam in (0.5, 2.0, -3.0):
+        assert torch.allclose(fisher_information(lam * y), lam ** -4 * F, rtol=1e-5)
+    shifted = y + 7 * torch.randn(4, 1, 5, 5)  # the same constant added to every channel of a pixel
+    assert torch.allclose(fisher_information(shifted), F, rtol=1e-4)
+
+
+def test_constant_and_zero_maps_have_infinite_information():
+    assert torch.isinf(fisher_information(torch.zeros(2, 4, 3, 3))).all()
+    assert torch.isinf(fisher_information(torch.full((2, 4, 3, 3), 1.5))).all()
+    assert torch.isinf(elementwise_fisher(torch.zeros(2, 4, 3, 3))).all()
+
+
+def test_closed_form_matches_elementwise_form():
+    y = torch.randn(5, 8, 6, 7) * torch.rand(5, 1, 6, 7) + torch.randn(5, 8, 1, 1)
+    assert torch.allclose(fisher_information(y), elementwise_fisher(y), rtol=1e-4)
+
+
+# -- masks --------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("space", ["darts", "nb201"])
+def test_all_ones_masks_equal_darts_with_zero_alpha(space):
+    kw = dict(C=4, layers=3) if space == "darts" else dict(C=4, layers=1)
+    torch.manual_seed(3)
+    net = SPACES[space](**kw)
+    masked = SearchModel(net, BinaryMasks(net.cell_types, net.op_names, net.in_degrees))
+    alpha = SoftmaxAlpha(net.cell_types, net.op_names, net.in_degrees)
+    for a in alpha.parameters():
+        torch.nn.init.zeros_(a)
+    darts = SearchModel(net, alpha)  # the same weights: one supernet, two parameterisations
+    assert all(torch.equal(m.ops, d.ops) for m, d in zip(masked.arch(), darts.arch()))
+    x = torch.randn(4, 3, 8, 8)
+    assert torch.equal(masked(x), darts(x))
+    assert not list(masked.arch.parameters())  # nothing to learn
+
+
+# -- schedule, removals, survivors --------------------------------------------------------------------------------
+
+def test_published_schedules():
+    assert shrink_steps(0.25) == 4 and shrink_steps(0.143) == 7 and shrink_steps(1.0) == 1
+    assert shrink_epochs(30, 0.25, 2) == [22, 24, 26, 28]
+    assert shrink_epochs(50, 0.143, 3) == [29, 32, 35, 38, 41, 44, 47]
+    assert shrink_epochs(30, 1.0, 0) == [30]  # I-DARTS: one selection after the last epoch
+    for bad in [(6, 0.143, 1), (30, 0.0, 2), (30, 1.5, 2), (30, 0.25, -1)]:
+        with pytest.raises(GradnasError):
+            shrink_epochs(*bad)
+
+
+def run_schedule(space, steps, scores_fn):
+    ops = DARTS_OPS if space == "darts" else NB201_OPS
+    in_degrees = (2, 3, 4, 5) if space == "darts" else (1, 2, 3)
+    subsets = comparison_subsets(space, in_degrees, len(ops))
+    alive = torch.ones(sum(in_degrees), len(ops), dtype=torch.bool)
+    counts, removed_first = [], None
+    for step in range(steps):
+        scores = comparable(space, scores_fn(alive), ops)
+        new = shrink(scores, alive, subsets, steps, step)
+        counts.append([int((alive.flatten()[s.index] & ~new.flatten()[s.index]).sum()) for s in subsets])
+        if step == 0:
+            removed_first = alive & ~new
+        alive = new
+    return subsets, alive, counts, removed_first
+
+
+def iim_like(ops):
+    def scores(alive):  # random positive importance, none = 0 (F = ∞), NaN where removed
+        s = torch.rand(alive.shape, dtype=torch.float64) + 0.1
+        s[:, ops.index("none")] = 0.0
+        return s.masked_fill(~alive, float("nan"))
+    return scores
+
+
+def test_darts_removal_table_and_two_survivors_per_node():
+    subsets, alive, counts, first = run_schedule("darts", 7, iim_like(DARTS_OPS))
+    assert [len(s.index) for s in subsets] == [16, 24, 32, 40]
+    per_node = [list(c) for c in zip(*counts)]
+    assert per_node == [[2] * 7, [4, 3, 3, 3, 3, 3, 3], [5, 5, 4, 4, 4, 4, 4], [6, 6, 6, 5, 5, 5, 5]]
+    assert [int(alive.flatten()[s.index].sum()) for s in subsets] == [2, 2, 2, 2]
+    assert first[:, 0].all()  # every none goes at step 1
+    assert [removal_count(a, 2, 7, 0) for a in (16, 24, 32, 40)] == [2, 4, 5, 6]
+
+
+def test_nb201_one_op_per_edge_per_step_and_one_survivor():
+    subsets, alive, counts, first = run_schedule("nb201", 4, iim_like(NB201_OPS))
+    assert counts == [[1] * 6] * 4
+    assert alive.sum(1).tolist() == [1] * 6
+    assert first[:, 0].all() and first.sum() == 6  # step 1 removes exactly the nones
+
+
+def test_none_never_survives_in_darts_even_when_ranked_first():
+    ops = DARTS_OPS
+    subsets, alive, *_ = run_schedule("darts", 1, lambda a: torch.ones(a.shape, dtype=torch.float64) * 5)
+    assert not alive[:, ops.index("none")].any()
+
+
+def test_survivors_may_share_a_source_and_compile():
+    scores = torch.rand(14, 8, dtype=torch.float64)
+    scores[0, 4] = scores[0, 5] = 10.0  # node 2: both best candidates come from source 0
+    subsets = comparison_subsets("darts", (2, 3, 4, 5), 8)
+    alive = torch.ones(14, 8, dtype=torch.bool)
+    cell = survivor_cell("darts", survivors(comparable("darts", scores, DARTS_OPS), alive, subsets), subsets, DARTS_OPS)
+    assert cell.nodes[0] == (("sep_conv_3x3", 0), ("sep_conv_5x5", 0))
+    g = Genotype("darts", cell, cell)
+    assert parse_darts(format_darts(g)) == g  # the DARTS text form allows a repeated source
+    net = build_eval_network(g, "cifar10", C=8, layers=3, auxiliary=False)
+    net.eval()
+    assert net(torch.randn(2, 3, 32, 32))[0].shape == (2, 10)
+
+
+# -- measurement on a supernet ------------------------------------------------------------------------------------
+
+def tiny_masked(space="nb201"):
+    net = drop_running_stats(SPACES[space](**({"C": 4, "layers": 1} if space == "nb201" else {"C": 4, "layers": 3})))
+    return SearchModel(net, BinaryMasks(net.cell_types, net.op_names, net.in_degrees))
+
+
+def test_measurement_reads_raw_op_outputs_averaged_over_batches():
+    torch.manual_seed(0)
+    model = tiny_masked()
+    batches = [(torch.randn(6, 3, 8, 8), None), (torch.randn(4, 3, 8, 8), None)]
+    iim = information_importance(model, batches)
+    assert len(iim) == 3 and iim[0].shape == (6, 5)
+    assert model.training  # the mode is restored
+    # edge 0 of cell 0 sees the stem output; its skip op's output is that map itself (weight 1/5 not applied)
+    model.eval()
+    with torch.no_grad():
+        stems = [model.net.stem(x) for x, _ in batches]
+    expected = 10 / sum(fisher_information(s).sum() for s in stems)
+    assert iim[0][0, NB201_OPS.index("skip_connect")].item() == pytest.approx(expected.item(), rel=1e-6)
+    assert (iim[0][:, 0] == 0).all()  # none: F = ∞
+    model.train()
+    mixed_op(model.net.cells[0].edges[0]).remove(NB201_OPS.index("nor_conv_3x3"))
+    again = information_importance(model, batches)
+    assert torch.isnan(again[0][0, NB201_OPS.index("nor_conv_3x3")])
+    assert torch.isfinite(again[0][1:, 1:]).all() and (again[0][1:, 1:] > 0).all()
+
+
+def test_bn_without_running_statistics_uses_the_batch_in_eval_mode():
+    net = drop_running_stats(SPACES["nb201"](C=4, layers=1))
+    assert not any("running" in k or "num_batches" in k for k in net.state_dict())
+    bn = next(m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn.eval()
+    y = bn(torch.randn(8, bn.num_features, 4, 4) * 5 + 3)
+    assert y.mean().abs() < 1e-5 and (y.var(dim=(0, 2, 3), unbiased=False) - 1).abs().max() < 1e-3
+
+
+# -- searches -----------------------------------------------------------------------------------------------------
+
+def tiny_config(tmp_path, space, method="is-darts", **kw):
+    return resolve_config({"space": space, "method": method, "epochs": 5, "shrink_rate": 0.25, "shrink_interval": 1,
+                           "batch_size": 8, "steps_per_epoch": 2, "iim_samples": 12, "progress": False,
+                           "out": str(tmp_path / "run"), **TINY[space], **kw})
+
+
+def test_presets():
+    nb = resolve_config({"space": "nb201", "method": "is-darts"})
+    assert (nb.epochs, nb.shrink_rate, nb.shrink_interval, nb.iim_samples) == (30, 0.25, 2, 200)
+    assert (nb.arch, nb.arch_update, nb.hooks, nb.importance, nb.nesterov, nb.lr_per_step, nb.bn_running_stats) == \
+        ("masks", "none", ["shrinking"], "fisher", True, True, False)
+    assert (nb.lr, nb.lr_min, nb.weight_decay, nb.batch_size, nb.grad_clip) == (0.025, 0.001, 3e-4, 64, 5.0)
+    d = resolve_config({"space": "darts", "method": "is-darts"})
+    assert (d.epochs, d.shrink_rate, d.shrink_interval, d.iim_samples, d.layers, d.channels) == (50, 0.143, 3, 600, 8, 16)
+    i = resolve_config({"space": "nb201", "method": "i-darts"})
+    assert shrink_epochs(i.epochs, i.shrink_rate, i.shrink_interval) == [30]
+    s = resolve_config({"space": "nb201", "method": "s-darts"})
+    assert (s.arch, s.arch_update, s.importance, s.shrink_rate) == ("softmax", "bilevel", "alpha", 0.25)
+
+
+@pytest.mark.parametrize("space", ["nb201", "darts"])
+def test_is_darts_search_end_to_end(tmp_path, space):
+    result = search(tiny_config(tmp_path, space))
+    hook_state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")["hooks"][0]
+    subsets = comparison_subsets(space, (1, 2, 3) if space == "nb201" else (2, 3, 4, 5), 5 if space == "nb201" else 8)
+    for alive in hook_state["alive"].values():
+        assert [int(alive.flatten()[s.index].sum()) for s in subsets] == [s.keep for s in subsets]
+        assert not alive[:, 0].any()  # none is gone
+    # the genotype is the survivors, and the removed ops are gone from every edge
+    for cell, kind in zip(result.model.net.cells, result.model.arch.cell_types):
+        alive = hook_state["alive"][kind]
+        for e, edge in enumerate(cell.edges):
+            assert mixed_op(edge).active == alive[e].nonzero().flatten().tolist()
+        assert torch.equal(result.model.arch.mask(kind), alive.float())
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "shrink_step" in r]
+    assert len(steps) == 4
+    first = steps[0]
+    n_edges = 6 if space == "nb201" else 14
+    assert all(sum(label.endswith(":none") for label in labels) == n_edges for labels in first["removed"].values())
+    fisher, iim = first["fisher"]["normal"], first["importance"]["normal"]
+    some = next(k for k, v in iim.items() if v > 0)
+    assert fisher[some] == pytest.approx(1 / iim[some])
+    assert (tmp_path / "run" / "importance.png").stat().st_size > 0
+    if space == "darts":
+        assert result.genotype.reduce is not None and "reduce" in first["importance"]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert any(t.startswith("importance/normal/") for t in tags) and any(t.startswith("fisher/normal/") for t in tags)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_across_a_shrinking_step_is_bit_identical(tmp_path, monkeypatch):
+    config = lambda d: tiny_config(tmp_path / d, "nb201")
+    full = search(config("a"))
+    original = Searcher.train_epoch
+
+    def dies_in_epoch_3(self, epoch, *args):
+        if epoch == 2:
+            raise Killed
+        return original(self, epoch, *args)
+
+    monkeypatch.setattr(Searcher, "train_epoch", dies_in_epoch_3)
+    with pytest.raises(Killed):
+        search(config("b"))
+    state = load_checkpoint(tmp_path / "b" / "run" / "checkpoint.pt")
+    assert state["epoch"] == 2 and state["hooks"][0]["steps_done"] == 2  # two steps behind it, two ahead
+    monkeypatch.setattr(Searcher, "train_epoch", original)
+    resumed = search(config("b"), resume=True)
+    assert resumed.genotype == full.genotype
+    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]
+    assert strip(resumed.history) == strip(full.history)
+
+
+def test_ablations_run(tmp_path):
+    s = search(tiny_config(tmp_path / "s", "nb201", "s-darts"))
+    assert [r.get("shrink_step") for r in s.history] == [1, 2, 3, 4, None]
+    assert all(len(node) == j for j, node in enumerate(s.genotype.normal.nodes, 1))
+    i = search(tiny_config(tmp_path / "i", "nb201", "i-darts", shrink_rate=1.0, shrink_interval=0))
+    assert [r.get("shrink_step") for r in i.history] == [None, None, None, None, 1]
+
+
+def test_lr_is_annealed_every_step(tmp_path):
+    searcher = Searcher(tiny_config(tmp_path, "nb201", epochs=2, hooks=[]))
+    searcher.run()
+    assert searcher.history[0]["lr"] == pytest.approx(0.001 + 0.024 * 0.5)  # halfway, after 2 of 4 steps
+    assert searcher.optimizer.param_groups[0]["lr"] == pytest.approx(0.001)  # the end of the cosine
+
+
+def test_bad_shrinking_options_are_one_line_errors(tmp_path):
+    with pytest.raises(GradnasError, match="iim_samples"):
+        Searcher(tiny_config(tmp_path, "nb201", iim_samples=10 ** 6))
+    with pytest.raises(GradnasError, match="shrinking steps"):
+        Searcher(tiny_config(tmp_path, "nb201", epochs=2))
+    with pytest.raises(GradnasError, match="importance"):
+        Searcher(tiny_config(tmp_path, "nb201", importance="entropy"))
