@@ -16,7 +16,9 @@ def saved_activation_bytes(model: nn.Module, forward: Callable[[], Any]) -> tupl
         storage = t.untyped_storage()
         if storage.data_ptr() not in params:
             seen.setdefault(storage.data_ptr(), storage.nbytes())
-        return t
+        # Detached (same storage): a saved output handed back as itself would point at the node that saves it,
+        # a reference cycle that keeps the whole graph, every activation, alive after the forward.
+        return t.detach()
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         forward()

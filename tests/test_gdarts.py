@@ -15,6 +15,7 @@ from gradnas.edges import ChannelGroupEdge, build_edge, channel_shuffle
 from gradnas.edges.groups import fold_groups, unfold_groups
 from gradnas.errors import GradnasError
 from gradnas.search.loop import Searcher, build_search_model, search
+from gradnas.selection import derive_genotype
 from gradnas.spaces import DARTS_OPS, NB201_OPS
 
 PRESETS = ("darts-attention", "g-darts-a", "g-pc-darts-a", "g-darts")
@@ -147,6 +148,15 @@ def test_attention_receives_gradients_in_every_cell_edge_and_group():
     F.cross_entropy(model(torch.randn(4, 3, 16, 16)), torch.randint(0, 10, (4,))).backward()
     grad = attention(model).a.grad
     assert grad is not None and grad.shape == (3, 14, 4) and (grad != 0).all()
+
+
+def test_attention_takes_no_part_in_derivation():
+    model = build_search_model(resolve_config({"method": "g-darts", "channels": 8, "layers": 3}), 10)
+    before = (derive_genotype(model.arch, "darts"), model.arch.selection_weights())
+    with torch.no_grad():
+        attention(model).a.uniform_(0, 3)
+    after = (derive_genotype(model.arch, "darts"), model.arch.selection_weights())
+    assert before[0] == after[0] and all(torch.equal(b, a) for b, a in zip(before[1], after[1]))
 
 
 def test_sigmoid_attention_option():

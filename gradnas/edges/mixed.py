@@ -1,6 +1,8 @@
 """The plain mixed edge of DARTS: f(x) = Σ_o w_o · o(x) (METHODS.md §1.1)."""
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -28,6 +30,8 @@ class MixedOp(nn.Module):
         self.stride = stride
         self.skip_dropout = skip_dropout
         self.dropped = op_names.index("skip_connect") if skip_dropout > 0 and "skip_connect" in op_names else -1
+        # Set while importance is measured (IS-DARTS): called with each computed op's raw, unweighted output.
+        self.probe: Callable[[int, torch.Tensor], None] | None = None
 
     def remove(self, op_index: int) -> None:
         if op_index == self.zero:
@@ -47,6 +51,8 @@ class MixedOp(nn.Module):
                 y = op.body(relu_x)
             else:
                 y = op(x)
+            if self.probe is not None:
+                self.probe(i, y)
             if i == self.dropped and self.training:
                 y = F.dropout(y, self.skip_dropout)
             out = y * w[i] if out is None else torch.addcmul(out, y, w[i])

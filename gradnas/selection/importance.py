@@ -10,7 +10,7 @@ op is not computed (removed by shrinking): ``fisher`` returns IIM, ``alpha`` the
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 import torch.nn as nn
@@ -29,7 +29,9 @@ def fisher_information(y: torch.Tensor) -> torch.Tensor:
     C = y.shape[1]
     if C < 2:
         raise ValueError("the Fisher term needs at least 2 channels")
-    var = y.float().var(dim=1)  # (B, H, W), divisor C − 1
+    y = y.float()
+    # Unbiased variance over channels, (B, H, W); two explicit passes run many times faster than torch.var here.
+    var = (y - y.mean(1, keepdim=True)).square_().sum(1).div_(C - 1)
     return 3 * (C - 1) / C * var.double().pow(-2).flatten(1).mean(1)
 
 
@@ -43,23 +45,20 @@ def mixed_op(edge: nn.Module) -> MixedOp:
 def information_importance(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
                            ) -> list[torch.Tensor]:
     """IIM = 1/F per cell, F averaged over every image of ``batches``, on each active op's raw output (before
-    its weight multiplies it). Eval mode: no dropout, and BN without running statistics still normalises
-    with the batch's. Each edge's input is caught by a forward pre-hook and its active ops are run on it, so
-    the statistic is exact per op; the measurement therefore costs about two forwards per batch."""
+    its weight multiplies it), read by the edges' probes during one ordinary forward per batch. Eval mode:
+    no dropout, and BN without running statistics still normalises with the batch's."""
     cells, op_names = model.net.cells, model.net.op_names
     device = next(model.parameters()).device
     sums = torch.zeros(len(cells), len(cells[0].edges), len(op_names), dtype=torch.float64, device=device)
-    handles = []
+    edges = [(c, e, mixed_op(edge)) for c, cell in enumerate(cells) for e, edge in enumerate(cell.edges)]
 
-    def probe(cell: int, edge: int):
-        def hook(module: MixedOp, args: tuple) -> None:
-            for i in module.active:
-                sums[cell, edge, i] += fisher_information(module.ops[i](args[0])).sum()
-        return hook
+    def probe(cell: int, edge: int) -> Callable[[int, torch.Tensor], None]:
+        def record(op: int, y: torch.Tensor) -> None:
+            sums[cell, edge, op] += fisher_information(y).sum()
+        return record
 
-    for c, cell in enumerate(cells):
-        for e, edge in enumerate(cell.edges):
-            handles.append(mixed_op(edge).register_forward_pre_hook(probe(c, e)))
+    for c, e, op in edges:
+        op.probe = probe(c, e)
     was_training, images = model.training, 0
     model.eval()
     try:
@@ -67,15 +66,14 @@ def information_importance(model: nn.Module, batches: Iterable[tuple[torch.Tenso
             model(x)
             images += x.shape[0]
     finally:
-        for h in handles:
-            h.remove()
+        for _, _, op in edges:
+            op.probe = None
         model.train(was_training)
     if not images:
         raise ValueError("no images to measure importance on")
     computed = torch.zeros_like(sums, dtype=torch.bool)
-    for c, cell in enumerate(cells):
-        for e, edge in enumerate(cell.edges):
-            computed[c, e, mixed_op(edge).active] = True
+    for c, e, op in edges:
+        computed[c, e, op.active] = True
     iim = torch.where(computed, images / sums, float("nan"))  # 1 / (mean F); F = ∞ gives 0
     none = [i for i, name in enumerate(op_names) if name == "none"]
     iim[:, :, none] = 0.0  # a zero map: F = ∞ (METHODS.md §5.3), so it is never computed
