@@ -34,7 +34,7 @@ from gradnas.profiling import saved_activation_bytes
 from gradnas.runtime import resolve_device
 from gradnas.search.bilevel import ARCH_UPDATES
 from gradnas.search.checkpoint import seed_everything
-from gradnas.search.loop import build_search_model, weight_step
+from gradnas.search.loop import build_search_model, place_model, weight_step
 
 STEPS = ("weight", "arch-1", "arch-2")  # weight step; architecture step of order 1 or 2
 NUM_CLASSES, IMAGE_SIZE = 10, 32
@@ -85,17 +85,17 @@ class Measurement:
     peak_bytes: int | None = None
 
 
-def prepare(row: Row, device: torch.device, quick: bool) -> list[Measurement]:
-    """Build the row's model, optimiser, architecture update and batches; one Measurement per step kind."""
+def prepare(row: Row, device: torch.device, quick: bool, options: dict[str, Any]) -> list[Measurement]:
+    """Build the row's model, optimiser, architecture update and batches; one Measurement per step kind.
+    ``options`` (amp, compile, channels_last) apply to every row, as the search applies them."""
     base = (QUICK if quick else FULL)[row.space]
-    config = resolve_config({"space": row.space, "method": row.method, **base, **row.overrides,
+    config = resolve_config({"space": row.space, "method": row.method, **base, **row.overrides, **options,
                              "device": str(device), "progress": False})
     batch = max(2, config.batch_size // QUICK_BATCH_DIVISOR) if quick else config.batch_size
     size = QUICK_IMAGE_SIZE if quick else IMAGE_SIZE
     seed_everything(config.seed)
-    model = build_search_model(config, NUM_CLASSES).to(device)
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    model.to(memory_format=memory_format)  # as the Searcher does
+    model = build_search_model(config, NUM_CLASSES)
+    memory_format = place_model(model, config, device)  # as the Searcher does
     criterion = nn.CrossEntropyLoss()
     weights = list(model.weight_parameters())
     optimizer = torch.optim.SGD(weights, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
@@ -108,13 +108,20 @@ def prepare(row: Row, device: torch.device, quick: bool) -> list[Measurement]:
     train, val = data(), data()
     model.train()
     saved = saved_activation_bytes(model, lambda: model(train[0]))
+    fp16 = model.amp_dtype == torch.float16  # float16 autocast needs loss scaling, as in the search
     updates = {order: ARCH_UPDATES[config.arch_update](
         model, criterion=criterion, order=order, lr=config.arch_lr, betas=config.arch_betas,
-        weight_decay=config.arch_weight_decay) for order in (1, 2) if f"arch-{order}" in row.steps}
-    runs = {"weight": lambda: weight_step(model, criterion, optimizer, weights, train, config.grad_clip),
+        weight_decay=config.arch_weight_decay) for order in (1, 2) if f"arch-{order}" in row.steps
+        and not (fp16 and order == 2)}
+    for update in updates.values():
+        update.scaler = torch.amp.GradScaler() if fp16 else None
+    scaler = torch.amp.GradScaler() if fp16 else None
+    runs = {"weight": lambda: weight_step(model, criterion, optimizer, weights, train, config.grad_clip,
+                                          scaler=scaler),
             "arch-1": lambda: updates[1].arch_step(train, val, optimizer),
             "arch-2": lambda: updates[2].arch_step(train, val, optimizer)}
-    return [Measurement(row, step, batch, saved, runs[step]) for step in row.steps]
+    return [Measurement(row, step, batch, saved, runs[step]) for step in row.steps
+            if step == "weight" or int(step[-1]) in updates]
 
 
 def timed(m: Measurement, device: torch.device) -> tuple[float, float]:
@@ -128,8 +135,9 @@ def timed(m: Measurement, device: torch.device) -> tuple[float, float]:
     return 1000 * (time.perf_counter() - start), 1000 * (time.process_time() - cpu)
 
 
-def measure(rows: list[Row], device: torch.device, steps: int, warmup: int, quick: bool) -> list[dict[str, Any]]:
-    measurements = [m for row in rows for m in prepare(row, device, quick)]
+def measure(rows: list[Row], device: torch.device, steps: int, warmup: int, quick: bool,
+            options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    measurements = [m for row in rows for m in prepare(row, device, quick, options or {})]
     for m in measurements:
         for _ in range(warmup):
             timed(m, device)
@@ -202,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="intra-op threads (default: torch's); on a machine shared with other jobs 1 thread "
                         "is far steadier, since the threads of one op wait for each other")
     p.add_argument("--json", action="store_true", help="one JSON object per measurement instead of a table")
+    p.add_argument("--amp", action="store_true", help="mixed precision, as `gradnas search --amp`")
+    p.add_argument("--compile", action="store_true", help="torch.compile the supernets, as `gradnas search --compile`")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="force the memory layout (default: each row's configuration)")
     args = p.parse_args(argv)
     if args.steps < 1 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
         p.error("--steps and --threads must be >= 1 and --warmup >= 0")
@@ -212,12 +224,17 @@ def main(argv: list[str] | None = None) -> int:
     except GradnasError as err:
         p.error(str(err))
     selected = [r for r in ROWS if r.name == BASELINE or r.name in args.rows]
-    records = measure(selected, device, args.steps, args.warmup, args.quick)
+    options = {"amp": args.amp, "compile": args.compile}
+    if args.channels_last is not None:
+        options["channels_last"] = args.channels_last
+    records = measure(selected, device, args.steps, args.warmup, args.quick, options)
     if args.json:
         for r in records:
             print(json.dumps(r))
     else:
-        print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        flags = ", ".join(k.replace("_", "-") + ("" if v is True else f"={v}") for k, v in options.items() if v
+                          is not False) or "plain"
+        print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, {flags}, "
               f"{args.steps} timed steps (median; min-max beside), ratios vs {BASELINE}")
         print(table(records))
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 import types
 import typing
@@ -111,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def main_process() -> bool:
+    """False on the ranks other than 0 of a torchrun launch: they train but do not report."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from .search.loop import search
 
@@ -125,6 +131,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(config)
     result = search(config, resume=bool(args.resume))
+    if not main_process():
+        return 0
     print(f"genotype: {genotype_text(result.genotype)}")
     print(f"saved: {result.paths['genotype']}")
     if "nb201" in result.paths:
@@ -200,6 +208,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         config, dataset = configure_training(overrides, args.config)
     result = train(config, dataset, resume=bool(args.resume))
+    if not main_process():
+        return 0
     m = result.metrics
     print(f"genotype: {genotype_text(result.genotype)}")
     print(f"test top-1 {m['test_acc']:.2f}%  loss {m['test_loss']:.4f}  parameters {m['params']:,}  "

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from gradnas import load_model
 from gradnas.search.checkpoint import load_checkpoint
 
 WORKER = Path(__file__).with_name("dist_worker.py")
@@ -62,3 +63,25 @@ def test_killed_two_rank_run_resumes(tmp_path):
                              str(out), "--no-progress"], env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 10
+
+
+def test_two_rank_training_with_sync_bn_matches_one_process(tmp_path):
+    """`torchrun ... gradnas train`: DDP over 2 ranks at per-rank batch B/2 equals one process at batch B."""
+    arch = "|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|skip_connect~0|nor_conv_1x1~1|avg_pool_3x3~2|"
+    common = ["-m", "gradnas", "train", arch, "--data", "digits", "--channels", "4", "--layers", "1", "--epochs", "2",
+              "--steps-per-epoch", "4", "--eval-every", "2", "--sync-bn", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, *common, "--batch-size", "16", "--out", str(tmp_path / "one")],
+                         env=env, capture_output=True, text=True, timeout=300)
+    two = subprocess.run(torchrun(2, "--no-python", sys.executable) + common +
+                         ["--batch-size", "8", "--out", str(tmp_path / "two")],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0 and two.returncode == 0, (one.stderr + two.stderr)[-3000:]
+    assert two.stdout.count("saved:") == 1  # rank 0 alone reports
+    a, b = load_model(tmp_path / "one").state_dict(), load_model(tmp_path / "two").state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key].float(), b[key].float(), atol=1e-4), key
+    logs = [[json.loads(line) for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+            for run in ("one", "two")]
+    assert [r["train_acc"] for r in logs[0]] == [r["train_acc"] for r in logs[1]]

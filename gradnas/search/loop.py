@@ -102,6 +102,18 @@ def weight_step(model: nn.Module, criterion, optimizer: torch.optim.Optimizer, w
     return loss.detach(), logits.detach()
 
 
+def place_model(model: SearchModel, config: SearchConfig, device: torch.device) -> torch.memory_format:
+    """Move the search model to ``device`` in the configured layout, precision and compilation; returns the
+    memory format its inputs should have."""
+    # Channels-last runs the supernet's many depthwise and dilated convs several times faster.
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    model.to(device, memory_format=memory_format)
+    model.amp_dtype = autocast_dtype(config.amp, device)
+    if config.compile:
+        model.net.compile()  # in place: checkpoints keep the plain parameter names
+    return memory_format
+
+
 class Searcher:
     """Holds the state of one search run; :meth:`run` executes it (resuming when asked)."""
 
@@ -124,12 +136,7 @@ class Searcher:
         self.model = build_search_model(config, self.data.num_classes, self.data.in_channels)
         if config.sync_bn and self.dist.enabled:
             convert_sync_batchnorm(self.model.net, self.device.type)
-        # Channels-last runs the supernet's many depthwise and dilated convs several times faster.
-        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-        self.model.to(self.device, memory_format=self.memory_format)
-        self.model.amp_dtype = autocast_dtype(config.amp, self.device)
-        if config.compile:
-            self.model.net.compile()  # in place: checkpoints keep the plain parameter names
+        self.memory_format = place_model(self.model, config, self.device)
         self.criterion = nn.CrossEntropyLoss()
         self.weights = [p for p in self.model.weight_parameters()]
         self.optimizer = torch.optim.SGD(self.weights, lr=config.lr, momentum=config.momentum,

@@ -69,6 +69,7 @@ class TrainConfig:
     deterministic: bool = False
     channels_last: bool = True
     amp: bool = False                    # bf16 autocast on GPUs that support it, else fp16 + loss scaling
+    sync_bn: bool = False                # under torchrun: BN statistics over all ranks' batches
     steps_per_epoch: int | None = None   # cap on iterations per epoch (quick looks, tests)
     eval_every: int = 1                  # test-set evaluation every N epochs (and always after the last)
     log_every: int = 20
@@ -88,6 +89,7 @@ HELP = {
     "layers": "cells (DARTS nets) or cells per stage (NB201)", "drop_path": "final drop-path probability",
     "lr_schedule": "cosine (to --lr-min) or exponential (x --lr-decay per epoch)",
     "grad_clip": "gradient-norm clip (0: off)", "amp": "mixed precision on GPUs (bf16, else fp16 with loss scaling)",
+    "sync_bn": "under torchrun, batch-norm statistics over the batches of all ranks",
     "steps_per_epoch": "cap on iterations per epoch", "eval_every": "evaluate on the test split every N epochs",
 }
 

@@ -5,6 +5,11 @@ backward, gradient-norm clip, SGD step. Per epoch: set the learning rate and the
 train, evaluate on the test split every ``eval_every`` epochs, log a JSON line and TensorBoard scalars,
 write an atomic checkpoint (with RNG and loader states, so a resumed run is bit-identical on CPU).
 At the end: ``model.pt`` (the deployable network, :func:`gradnas.load_model`) and ``eval.json``.
+
+Under torchrun the network is wrapped in DistributedDataParallel (its bucketed all-reduce overlaps the
+backward pass; unlike the bilevel search, training needs gradients of all parameters at once), each rank
+trains on its slice of every global batch of ``batch_size × world_size`` images, the logged train loss and
+accuracy are summed over ranks, and rank 0 alone writes logs, checkpoints and the model.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from ..data import Augment, DeviceLoader, ImageDataset, load_dataset
+from ..distributed import convert_sync_batchnorm, init_from_env
 from ..errors import GradnasError
 from ..genotypes import Genotype, genotype_from_dict, genotype_to_dict, parse_genotype, save_genotype
 from ..models import count_parameters
@@ -96,11 +102,17 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         seed_everything(c.seed, c.deterministic)
         self.device = resolve_device(c.device)
+        self.dist = init_from_env(self.device.type)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
         self.data = d = dataset if dataset is not None else load_dataset(c.data, c.data_root, image_size=c.image_size)
 
         self.network_kwargs = network_kwargs(c, d)
         self.model = build_network(c.network, self.genotype, **self.network_kwargs)
         check_image_size(self.model, d.in_channels, d.image_size)
+        if c.sync_bn and self.dist.enabled:
+            convert_sync_batchnorm(self.model, self.device.type)
         # Channels-last runs the depthwise and dilated convs of DARTS cells several times faster on CPU.
         self.memory_format = torch.channels_last if c.channels_last else torch.contiguous_format
         self.model.to(self.device, memory_format=self.memory_format)
@@ -108,20 +120,25 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=c.label_smoothing)
         self.params = list(self.model.parameters())
+        # The network as stepped: DDP averages the gradients over ranks during the backward pass.
+        self.train_model = (nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index]
+                                                                if self.device.type == "cuda" else None)
+                            if self.dist.enabled else self.model)
         self.optimizer = torch.optim.SGD(self.params, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov,
                                          weight_decay=c.weight_decay)
         augment = Augment(crop=True, flip=True, cutout=c.cutout, padding=d.crop_padding)
-        if len(d.y_train) < c.batch_size:
-            raise GradnasError(f"batch size {c.batch_size} exceeds the {len(d.y_train)} training images of {d.name}; "
-                               "pass a smaller --batch-size")
+        if len(d.y_train) < c.batch_size * self.dist.world_size:
+            raise GradnasError(f"batch size {c.batch_size} × {self.dist.world_size} ranks exceeds the "
+                               f"{len(d.y_train)} training images of {d.name}; pass a smaller --batch-size")
         self.train_loader = DeviceLoader(d.x_train, d.y_train, c.batch_size, d.mean, d.std, augment,
-                                         device=self.device, seed=c.seed)
+                                         device=self.device, seed=c.seed,
+                                         shard=(self.dist.rank, self.dist.world_size))
         self.test_loader = eval_loader(d.x_test, d.y_test, d.mean, d.std, c.batch_size, self.device)
         self.start_epoch = 0
         self.history: list[dict[str, Any]] = []
         if state is not None:
             self._restore(state)
-        self.log = RunLog(self.out, self.start_epoch)
+        self.log = RunLog(self.out, self.start_epoch) if self.dist.is_main else None  # rank 0 writes
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
@@ -145,13 +162,16 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self) -> TrainResult:
-        c = self.config
-        (self.out / "config.yaml").write_text(yaml.safe_dump(c.to_dict(), sort_keys=False))
-        (self.out / "env.json").write_text(json.dumps(environment(self.device, c.seed, c.deterministic), indent=2))
-        paths = {"genotype": save_genotype(self.genotype, self.out / "genotype.json"), "log": self.log.path,
+        c, main = self.config, self.dist.is_main
+        paths = {"genotype": self.out / "genotype.json", "log": self.out / "log.jsonl",
                  "checkpoint": self.checkpoint_path, "config": self.out / "config.yaml"}
+        if main:
+            paths["config"].write_text(yaml.safe_dump(c.to_dict(), sort_keys=False))
+            env = environment(self.device, c.seed, c.deterministic) | {"world_size": self.dist.world_size}
+            (self.out / "env.json").write_text(json.dumps(env, indent=2))
+            save_genotype(self.genotype, paths["genotype"])
         steps = min(len(self.train_loader), c.steps_per_epoch or len(self.train_loader))
-        bar = tqdm(total=(c.epochs - self.start_epoch) * steps, disable=not c.progress, unit="step",
+        bar = tqdm(total=(c.epochs - self.start_epoch) * steps, disable=not (c.progress and main), unit="step",
                    dynamic_ncols=True, leave=False)
         try:
             for epoch in range(self.start_epoch, c.epochs):
@@ -167,48 +187,52 @@ class Trainer:
                     record.update(self.evaluate())
                 record["seconds"] = round(time.perf_counter() - started, 3)
                 self.history.append(record)
+                if not main:
+                    continue
                 self.log.write(record)
                 save_atomic(self.state_dict(epoch + 1), self.checkpoint_path)
                 log.info("epoch %d/%d %s", epoch + 1, c.epochs,
                          " ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
         finally:
             bar.close()
-            self.log.close()
+            if self.log is not None:
+                self.log.close()
         metrics = self.final_metrics()
-        paths["model"] = self.out / FILENAME
+        paths["model"], paths["eval"] = self.out / FILENAME, self.out / "eval.json"
+        if not main:
+            return TrainResult(self.model, self.genotype, self.history, metrics, paths)
         save_atomic(model_record(c.network, self.network_kwargs, self.genotype, self.model, self.model_meta()),
                     paths["model"])
-        paths["eval"] = self.out / "eval.json"
         paths["eval"].write_text(json.dumps(metrics, indent=2) + "\n")
         return TrainResult(self.model, self.genotype, self.history, metrics, paths)
 
     def train_epoch(self, epoch: int, steps: int, bar: tqdm) -> dict[str, float]:
         c = self.config
-        self.model.train()
-        totals = torch.zeros(2, device=self.device)  # summed main-head loss, correct predictions
+        self.train_model.train()
+        totals = torch.zeros(3, device=self.device)  # summed main-head loss, correct predictions, images
         guard = FiniteGuard(self.device)
-        n = 0
         for step, (x, y) in enumerate(self.train_loader):
             if step >= steps:
                 break
             loss, total, logits = self.step(x.contiguous(memory_format=self.memory_format), y)
-            totals += torch.stack([loss * len(y), (logits.argmax(1) == y).sum()])
-            n += len(y)
+            totals += torch.stack([loss * len(y), (logits.argmax(1) == y).sum(), totals.new_tensor(len(y))])
             guard.update(step, total)
             if (step + 1) % c.log_every == 0 or step + 1 == steps:
                 guard.check(epoch, self.checkpoint_path, "lower --lr")
                 bar.set_description(f"epoch {epoch + 1}/{c.epochs}")
-                loss_sum, correct = totals.tolist()
+                loss_sum, correct, n = totals.tolist()
                 bar.set_postfix(loss=f"{loss_sum / n:.3f}", acc=f"{100 * correct / n:.1f}")
             bar.update(1)
-        loss_sum, correct = totals.tolist()
+        if self.dist.enabled:  # the epoch's figures over every rank's images
+            torch.distributed.all_reduce(totals)
+        loss_sum, correct, n = totals.tolist()
         return {"train_loss": loss_sum / n, "train_acc": 100 * correct / n}
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One SGD step; returns the detached main-head loss, the total loss and the logits."""
         c = self.config
         with self.autocast():
-            logits, aux = self.model(x)
+            logits, aux = self.train_model(x)
             loss = self.criterion(logits, y)
             total = loss if aux is None else loss + c.auxiliary_weight * self.criterion(aux, y)
         self.optimizer.zero_grad(set_to_none=True)
