@@ -36,6 +36,7 @@ from gradnas import methods  # noqa: F401  (registers every method preset)
 from gradnas.benchmarks.nb201 import NB201Table
 from gradnas.config import PRESETS, SPACE_DEFAULTS, SearchConfig
 from gradnas.genotypes import format_arch_string, load_genotype
+from gradnas.spaces import NB201_OPS
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -44,6 +45,9 @@ METHODS = ["is-darts", "i-darts", "s-darts", "darts", "pc-darts"]
 PUBLISHED = {"is-darts": (94.36, 73.51, 46.34), "i-darts": (93.31, 69.83, 43.84), "s-darts": (70.92, 38.97, 18.41),
              "darts": (54.30, 15.61, 16.32), "pc-darts": (93.41, 67.48, 41.31)}
 TOP5 = 93.28  # CIFAR-10 test accuracy of the top 5 % of the 15,625 cells
+SKIP_HEAVY = 3  # skip connections (of 6 edges) from which a cell is reported as collapsed, with its weights
+NB201_EDGES = ["1←0", "2←0", "2←1", "3←0", "3←1", "3←2"]  # the order of the arch string and the logged weights
+NB201_EDGE_KEYS = ["0>1", "0>2", "1>2", "0>3", "1>3", "2>3"]  # the same edges as the log's importance keys
 
 
 def budget_options(method: str, epochs: int, batch_size: int) -> dict[str, Any]:
@@ -93,20 +97,48 @@ def lookup(run: dict[str, Any], table: NB201Table) -> dict[str, Any]:
             "in16": entry.imagenet16, "rank": entry.rank_cifar10}
 
 
+def final_weights(out: Path) -> tuple[str, list[list[float | None]]]:
+    """What chose the cell: the last logged importance (IIM) of mask-based methods, else softmax(α)."""
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    measured = [r["importance"]["normal"] for r in records if "importance" in r]
+    if measured:
+        iim = measured[-1]
+        return "IIM", [[iim.get(f"{edge}:{op}") for op in NB201_OPS] for edge in NB201_EDGE_KEYS]
+    return "softmax(α)", records[-1]["arch"]["normal"]
+
+
+def skip_heavy(rows: list[dict[str, Any]]) -> list[str]:
+    """The runs whose cell is mostly skip connections (DARTS's known collapse), with the final architecture
+    weights per edge that chose it."""
+    lines = []
+    for r in rows:
+        skips = r["arch"].count("skip_connect")
+        if skips < SKIP_HEAVY:
+            continue
+        kind, weights = final_weights(r["out"])
+        lines += [f"- {r['method']} seed {r['seed']}: {skips} of 6 edges skip; {kind} per edge:", "",
+                  "  | edge | " + " | ".join(NB201_OPS) + " |", "  |" + "---|" * (len(NB201_OPS) + 1)]
+        lines += [f"  | {edge} | " + " | ".join("–" if w is None else f"{w:.3f}" for w in row) + " |"
+                  for edge, row in zip(NB201_EDGES, weights)]
+        lines.append("")
+    return lines
+
+
 def mean_std(values: list[float]) -> str:
     if len(values) < 2:
         return f"{values[0]:.2f}" if values else "–"
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
-def render(rows: list[dict[str, Any]], methods: list[str], args: argparse.Namespace, elapsed: float) -> str:
+def render(rows: list[dict[str, Any]], methods: list[str], args: argparse.Namespace) -> str:
     budget = ("each preset's own published settings" if args.published else
               f"{args.epochs} epochs, C={args.channels}, {args.layers} cells per stage ({3 * args.layers} cells), "
               f"batch {args.batch_size}")
     lines = [f"Data: `{Path(args.data).name}`, all training images ({rows[0]['images']:,}) — single-level methods "
              "train on all of them, bilevel ones on two halves. Budget: " + budget + ". "
              f"Threads per run: {args.threads or 'default'}; runs in parallel: {args.jobs}. "
-             f"Wall time of the table: {elapsed / 60:.1f} min (this run of the script; reused runs count 0).",
+             f"Wall time: {sum(r['wall_s'] for r in rows) / 60:.0f} min of runs, {args.jobs} at a time: about "
+             f"{sum(r['wall_s'] for r in rows) / args.jobs / 60:.0f} min for the table.",
              "", "| method | seed | architecture | C10 test | C100 test | IN16-120 test | C10 rank | wall (min) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -122,6 +154,11 @@ def render(rows: list[dict[str, Any]], methods: list[str], args: argparse.Namesp
         lines.append(f"| {m} | {len(mine)} | {mean_std([r['c10'] for r in mine])} | "
                      f"{mean_std([r['c100'] for r in mine])} | {mean_std([r['in16'] for r in mine])} | "
                      f"{sum(r['c10'] >= TOP5 for r in mine)}/{len(mine)} | {paper} |")
+    collapsed = skip_heavy(rows)
+    if collapsed:
+        lines += ["", f"Cells with at least {SKIP_HEAVY} skip connections, and the final architecture weights per "
+                  "edge (node j ← node i) that chose them (IIM: larger is more important; – an op removed before "
+                  "the last measurement):", ""] + collapsed
     settings = {m: {k: v for k, v in budget_options(m, args.epochs, args.batch_size).items()
                     if k not in ("epochs", "batch_size")} for m in methods} if not args.published else {}
     if any(settings.values()):
@@ -166,7 +203,6 @@ def main() -> None:
         PRESETS[m]  # an unknown name fails here, before any run
     table = NB201Table.from_path(args.table)
     images = len(np.load(args.data)["y_train"])
-    started = time.perf_counter()
     jobs = [(m, s) for m in args.methods for s in args.seeds]
     rows: list[dict[str, Any]] = []
     title = args.title or ("NB201, published settings" if args.published else "NB201, shared CPU budget")
@@ -177,8 +213,7 @@ def main() -> None:
             rows.append(row)
             print(f"{m} seed {s}: {row['arch']}  C10 {row['c10']:.2f}  rank {row['rank']}  "
                   f"({row['wall_s'] / 60:.1f} min)", flush=True)
-            write_results(Path(args.results), args.tag, title, render(rows, args.methods, args,
-                                                                      time.perf_counter() - started))
+            write_results(Path(args.results), args.tag, title, render(rows, args.methods, args))
 
 
 if __name__ == "__main__":

@@ -232,8 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         for r in records:
             print(json.dumps(r))
     else:
-        flags = ", ".join(k.replace("_", "-") + ("" if v is True else f"={v}") for k, v in options.items() if v
-                          is not False) or "plain"
+        flags = ", ".join(("" if v else "no-") + k.replace("_", "-") for k, v in options.items()
+                          if v or k == "channels_last") or "plain"
         print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, {flags}, "
               f"{args.steps} timed steps (median; min-max beside), ratios vs {BASELINE}")
         print(table(records))

@@ -33,3 +33,33 @@ def test_rows_are_data_and_names_are_unique(search_step):
     names = [r.name for r in search_step.ROWS]
     assert len(set(names)) == len(names) and search_step.BASELINE in names
     assert all(set(r.steps) <= set(search_step.STEPS) for r in search_step.ROWS)
+
+
+@pytest.fixture
+def nb201_compare(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    import nb201_compare
+    return nb201_compare
+
+
+def test_search_step_speed_options_reach_the_model(search_step, capsys):
+    assert search_step.main(["--quick", "--steps", "1", "--warmup", "0", "--rows", "nb201-darts-b64",
+                             "--no-channels-last", "--amp"]) == 0
+    assert "amp, no-channels-last" in capsys.readouterr().out
+
+
+def test_shared_budget_scales_each_schedule(nb201_compare):
+    pc = nb201_compare.budget_options("pc-darts", 10, 64)
+    assert pc["arch_warmup_epochs"] == 3 and pc["lr"] == pytest.approx(0.1 * 64 / 256)  # 15 of 50; 0.1 at 256
+    assert nb201_compare.budget_options("is-darts", 15, 64)["shrink_interval"] == 1  # 2 of 30
+    assert nb201_compare.budget_options("darts", 12, 64) == {"epochs": 12, "batch_size": 64}
+
+
+def test_collapsed_cells_are_reported_with_their_weights(nb201_compare, tmp_path):
+    arch = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
+    probabilities = [[0.1, 0.6, 0.1, 0.1, 0.1]] * 6
+    (tmp_path / "log.jsonl").write_text(json.dumps({"epoch": 0, "arch": {"normal": probabilities}}) + "\n")
+    row = {"method": "darts", "seed": 0, "out": tmp_path, "arch": arch}
+    lines = nb201_compare.skip_heavy([row, {**row, "arch": arch.replace("skip_connect", "nor_conv_1x1")}])
+    assert lines[0] == "- darts seed 0: 5 of 6 edges skip; softmax(α) per edge:"
+    assert sum(line.startswith("  | 1←0 | 0.100 | 0.600") for line in lines) == 1  # the second row is not reported
