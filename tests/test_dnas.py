@@ -20,6 +20,7 @@ from gradnas.search.checkpoint import load_checkpoint
 from gradnas.search.loop import Searcher, build_search_model, search
 from gradnas.selection import derive_genotype
 from gradnas.spaces.darts import IN_DEGREES, reduction_layers
+from helpers import killed_in_epoch, nan_after
 
 
 @pytest.fixture(autouse=True)
@@ -206,25 +207,12 @@ def tiny(tmp_path, name, **kw):
                            "steps_per_epoch": 2, "progress": False, "out": str(tmp_path / name), **kw})
 
 
-class Killed(Exception):
-    pass
-
-
 def test_tiny_cli_search_resume_show_and_artefacts(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("gradnas.search.loop.draw_genotype", lambda genotype, out: [])  # drawn once, below
     full = search(tiny(tmp_path, "full"))
     monkeypatch.undo()
-    original = Searcher.train_epoch
-
-    def dies_in_second_epoch(self, epoch, *args):
-        if epoch == 1:
-            raise Killed
-        return original(self, epoch, *args)
-
-    monkeypatch.setattr(Searcher, "train_epoch", dies_in_second_epoch)
-    with pytest.raises(Killed):
+    with killed_in_epoch(monkeypatch, Searcher, 1):
         search(tiny(tmp_path, "cut"))
-    monkeypatch.setattr(Searcher, "train_epoch", original)
     out = tmp_path / "cut"
     assert main(["search", "--resume", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
@@ -256,14 +244,7 @@ def test_tiny_cli_search_resume_show_and_artefacts(tmp_path, monkeypatch, capsys
 
 def test_nan_guard_stops_a_dnas_search(tmp_path):
     searcher = Searcher(tiny(tmp_path, "nan"))
-    original = searcher.criterion
-    calls = {"n": 0}
-
-    def poisoned(logits, y):
-        calls["n"] += 1
-        return original(logits, y) * (float("nan") if calls["n"] > 4 else 1.0)
-
-    searcher.criterion = searcher.update.criterion = poisoned
+    searcher.criterion = searcher.update.criterion = nan_after(searcher.criterion, 4)
     with pytest.raises(GradnasError, match="non-finite loss at epoch 2"):
         searcher.run()
 

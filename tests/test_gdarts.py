@@ -17,6 +17,7 @@ from gradnas.errors import GradnasError
 from gradnas.search.loop import Searcher, build_search_model, search
 from gradnas.selection import derive_genotype
 from gradnas.spaces import DARTS_OPS, NB201_OPS
+from helpers import killed_in_epoch, nan_after
 
 PRESETS = ("darts-attention", "g-darts-a", "g-pc-darts-a", "g-darts")
 FORMATS = (torch.contiguous_format, torch.channels_last)
@@ -206,24 +207,11 @@ def test_nb201_and_second_order(tmp_path):
     assert search(tiny(tmp_path / "o2", "g-darts", order=2)).genotype.space == "darts"
 
 
-class Killed(Exception):
-    pass
-
-
 def test_resume_is_exact_with_attention_and_edge_normalisation(tmp_path, monkeypatch):
     full = search(tiny(tmp_path / "a", "g-pc-darts-a", epochs=2))
     cut = tiny(tmp_path / "b", "g-pc-darts-a", epochs=2)
-    original = Searcher.train_epoch
-
-    def dies_in_epoch_1(self, epoch, *args):
-        if epoch == 1:
-            raise Killed
-        return original(self, epoch, *args)
-
-    monkeypatch.setattr(Searcher, "train_epoch", dies_in_epoch_1)
-    with pytest.raises(Killed):
+    with killed_in_epoch(monkeypatch, Searcher, 1):
         search(cut)
-    monkeypatch.setattr(Searcher, "train_epoch", original)
     resumed = search(cut, resume=True)
     assert resumed.genotype == full.genotype
     for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
@@ -232,9 +220,7 @@ def test_resume_is_exact_with_attention_and_edge_normalisation(tmp_path, monkeyp
 
 def test_nan_guard(tmp_path):
     searcher = Searcher(tiny(tmp_path, "g-darts"))
-    original = searcher.criterion
-    poisoned = lambda logits, y: original(logits, y) * float("nan")
-    searcher.criterion = searcher.update.criterion = poisoned
+    searcher.criterion = searcher.update.criterion = nan_after(searcher.criterion, 0)
     with pytest.raises(GradnasError, match="non-finite loss at epoch 1"):
         searcher.run()
 

@@ -11,13 +11,14 @@ from gradnas.errors import GradnasError
 from gradnas.genotypes import Genotype, format_darts, parse_darts
 from gradnas.models import build_eval_network
 from gradnas.search.checkpoint import load_checkpoint
-from gradnas.search.loop import Searcher, build_search_model, search
+from gradnas.search.loop import Searcher, search
 from gradnas.search.model import SearchModel
 from gradnas.selection.importance import fisher_information, information_importance, mixed_op
 from gradnas.selection.shrinking import (comparable, comparison_subsets, removal_count, shrink, shrink_epochs,
                                          shrink_steps, survivor_cell, survivors)
 from gradnas.spaces import DARTS_OPS, NB201_OPS, SPACES
 from gradnas.spaces.blocks import drop_running_stats
+from helpers import killed_in_epoch
 
 TINY = {"darts": dict(channels=4, layers=3), "nb201": dict(channels=4, layers=1)}
 
@@ -244,26 +245,13 @@ def test_is_darts_search_end_to_end(tmp_path, space):
     assert any(t.startswith("importance/normal/") for t in tags) and any(t.startswith("fisher/normal/") for t in tags)
 
 
-class Killed(Exception):
-    pass
-
-
 def test_resume_across_a_shrinking_step_is_bit_identical(tmp_path, monkeypatch):
     config = lambda d: tiny_config(tmp_path / d, "nb201")
     full = search(config("a"))
-    original = Searcher.train_epoch
-
-    def dies_in_epoch_3(self, epoch, *args):
-        if epoch == 2:
-            raise Killed
-        return original(self, epoch, *args)
-
-    monkeypatch.setattr(Searcher, "train_epoch", dies_in_epoch_3)
-    with pytest.raises(Killed):
+    with killed_in_epoch(monkeypatch, Searcher, 2):
         search(config("b"))
     state = load_checkpoint(tmp_path / "b" / "run" / "checkpoint.pt")
     assert state["epoch"] == 2 and state["hooks"][0]["steps_done"] == 2  # two steps behind it, two ahead
-    monkeypatch.setattr(Searcher, "train_epoch", original)
     resumed = search(config("b"), resume=True)
     assert resumed.genotype == full.genotype
     for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):

@@ -18,6 +18,7 @@ from gradnas.search.loop import Searcher, build_search_model, search
 from gradnas.selection import derive_genotype
 from gradnas.spaces import DARTS_OPS
 from gradnas.spaces.darts import IN_DEGREES, SearchCell, sum_nodes
+from helpers import killed_in_epoch, nan_after
 
 FORMATS = [torch.contiguous_format, torch.channels_last]
 TINY = {"darts": dict(channels=8, layers=3), "nb201": dict(channels=8, layers=1)}
@@ -182,10 +183,6 @@ def test_imagenet_preset_and_its_train_val_subsets(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ runs through the CLI
-class Killed(Exception):
-    pass
-
-
 def test_cli_pc_darts_run_resumes_exactly_and_writes_every_artefact(tmp_path, monkeypatch):
     def cli(out, *extra):
         return main(["search", "--method", "pc-darts", "--channels", "8", "--layers", "3", "--batch-size", "8",
@@ -193,17 +190,8 @@ def test_cli_pc_darts_run_resumes_exactly_and_writes_every_artefact(tmp_path, mo
                      "--out", str(out), *extra])
 
     assert cli(tmp_path / "full") == 0
-    original = Searcher.train_epoch
-
-    def dies_in_epoch_1(self, epoch, *args):  # the first epoch after the warm-up
-        if epoch == 1:
-            raise Killed
-        return original(self, epoch, *args)
-
-    monkeypatch.setattr(Searcher, "train_epoch", dies_in_epoch_1)
-    with pytest.raises(Killed):
+    with killed_in_epoch(monkeypatch, Searcher, 1):  # the first epoch after the warm-up
         cli(tmp_path / "cut")
-    monkeypatch.setattr(Searcher, "train_epoch", original)
     assert main(["search", "--resume", str(tmp_path / "cut"), "--no-progress"]) == 0
 
     full, cut = (load_checkpoint(tmp_path / d / "checkpoint.pt") for d in ("full", "cut"))
@@ -221,15 +209,7 @@ def test_cli_pc_darts_run_resumes_exactly_and_writes_every_artefact(tmp_path, mo
 
 def test_pc_darts_nan_guard_stops_with_one_line_and_keeps_the_checkpoint(tmp_path):
     searcher = Searcher(tiny_pc(tmp_path, epochs=3, steps_per_epoch=3))
-    calls = {"n": 0}
-    original = searcher.criterion
-
-    def poisoned(logits, y):
-        calls["n"] += 1
-        loss = original(logits, y)
-        return loss * float("nan") if calls["n"] > 8 else loss
-
-    searcher.criterion = searcher.update.criterion = poisoned
+    searcher.criterion = searcher.update.criterion = nan_after(searcher.criterion, 8)
     with pytest.raises(GradnasError, match=r"non-finite loss at epoch 2, step \d"):
         searcher.run()
     state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")

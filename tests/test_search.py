@@ -16,6 +16,7 @@ from gradnas.errors import GradnasError
 from gradnas.genotypes import load_genotype
 from gradnas.search.checkpoint import load_checkpoint
 from gradnas.search.loop import Searcher, search
+from helpers import killed_in_epoch, nan_after
 
 TINY = {"darts": dict(channels=4, layers=3), "nb201": dict(channels=4, layers=1)}
 
@@ -95,26 +96,13 @@ def test_effective_config_is_saved(tmp_path):
     assert saved["lr"] == 0.05 and saved["space"] == "nb201"
 
 
-class Killed(Exception):
-    pass
-
-
 @pytest.mark.parametrize("space", ["darts", "nb201"])
 def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tmp_path, monkeypatch, space):
     full = search(tiny_config(tmp_path / "a", space, epochs=3))
     cut = tiny_config(tmp_path / "b", space, epochs=3)
-    original = Searcher.train_epoch
-
-    def dies_in_epoch_2(self, epoch, *args):
-        if epoch == 2:
-            raise Killed
-        return original(self, epoch, *args)
-
-    monkeypatch.setattr(Searcher, "train_epoch", dies_in_epoch_2)
-    with pytest.raises(Killed):
+    with killed_in_epoch(monkeypatch, Searcher, 2):
         search(cut)
     assert load_checkpoint(tmp_path / "b" / "run" / "checkpoint.pt")["epoch"] == 2
-    monkeypatch.setattr(Searcher, "train_epoch", original)
     resumed = search(cut, resume=True)
     assert resumed.genotype == full.genotype
     for a, b in zip(full.model.arch_parameters(), resumed.model.arch_parameters()):
@@ -147,16 +135,7 @@ def test_sigkilled_cli_run_resumes(tmp_path):
 def test_nan_loss_stops_with_one_line_and_keeps_the_checkpoint(tmp_path, monkeypatch, capsys):
     config = tiny_config(tmp_path, epochs=3)
     searcher = Searcher(config)
-    calls = {"n": 0}
-    original = searcher.criterion
-
-    def poisoned(logits, y):
-        calls["n"] += 1
-        loss = original(logits, y)
-        return loss * float("nan") if calls["n"] > 8 else loss
-
-    searcher.criterion = poisoned
-    searcher.update.criterion = poisoned
+    searcher.criterion = searcher.update.criterion = nan_after(searcher.criterion, 8)
     with pytest.raises(GradnasError, match=r"non-finite loss at epoch 2, step \d"):
         searcher.run()
     state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")

@@ -25,6 +25,7 @@ from gradnas.train import Trainer, count_macs, evaluate, export_model, resolve_t
 from gradnas.train.evaluate import eval_loader
 from gradnas.train.recipes import learning_rate
 from gradnas.train.trainer import CHECKPOINT, network_kwargs
+from helpers import killed_in_epoch, nan_after
 
 IS_DARTS_NB201 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 TINY = {"darts": dict(channels=4, layers=3), "nb201": dict(channels=4, layers=1)}
@@ -171,25 +172,12 @@ def test_nb201_training_run(tmp_path, data):
     assert read_model(tmp_path / "run").network == "nb201"
 
 
-class Killed(Exception):
-    pass
-
-
 def test_resumed_training_equals_an_uninterrupted_run(tmp_path, data, monkeypatch):
     full = train(tiny(tmp_path / "a", epochs=3), data)
     cut = tiny(tmp_path / "b", epochs=3)
-    original = Trainer.train_epoch
-
-    def dies_in_epoch_2(self, epoch, *args):
-        if epoch == 2:
-            raise Killed
-        return original(self, epoch, *args)
-
-    monkeypatch.setattr(Trainer, "train_epoch", dies_in_epoch_2)
-    with pytest.raises(Killed):
+    with killed_in_epoch(monkeypatch, Trainer, 2):
         train(cut, data)
     assert load_checkpoint(tmp_path / "b" / "run" / CHECKPOINT)["epoch"] == 2
-    monkeypatch.setattr(Trainer, "train_epoch", original)
     resumed = train(cut, data, resume=True)
     for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
@@ -199,15 +187,7 @@ def test_resumed_training_equals_an_uninterrupted_run(tmp_path, data, monkeypatc
 
 def test_nan_loss_stops_with_one_line_and_keeps_the_checkpoint(tmp_path, data):
     trainer = Trainer(tiny(tmp_path, epochs=3), data)
-    calls = {"n": 0}
-    original = trainer.criterion
-
-    def poisoned(logits, y):
-        calls["n"] += 1
-        loss = original(logits, y)
-        return loss * float("nan") if calls["n"] > 5 else loss  # aux on: two criterion calls per step
-
-    trainer.criterion = poisoned
+    trainer.criterion = nan_after(trainer.criterion, 5)  # aux on: two criterion calls per step
     with pytest.raises(GradnasError, match=r"non-finite loss at epoch 2, step \d"):
         trainer.run()
     state = load_checkpoint(tmp_path / "run" / CHECKPOINT)
