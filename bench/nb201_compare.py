@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from gradnas import methods  # noqa: F401  (registers every method preset)
 from gradnas.benchmarks.nb201 import NB201Table
@@ -98,13 +99,16 @@ def lookup(run: dict[str, Any], table: NB201Table) -> dict[str, Any]:
 
 
 def final_weights(out: Path) -> tuple[str, list[list[float | None]]]:
-    """What chose the cell: the last logged importance (IIM) of mask-based methods, else softmax(α)."""
+    """What chose the cell: the importance the last shrinking step ranked by (IS-DARTS's IIM, or S-DARTS's
+    architecture weights), else the final selection weights (softmax(α), times softmax(β) with edge
+    normalisation)."""
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     measured = [r["importance"]["normal"] for r in records if "importance" in r]
     if measured:
-        iim = measured[-1]
-        return "IIM", [[iim.get(f"{edge}:{op}") for op in NB201_OPS] for edge in NB201_EDGE_KEYS]
-    return "softmax(α)", records[-1]["arch"]["normal"]
+        measure = yaml.safe_load((out / "config.yaml").read_text()).get("importance", "fisher")
+        kind = "IIM" if measure == "fisher" else f"importance by {measure}"
+        return kind, [[measured[-1].get(f"{edge}:{op}") for op in NB201_OPS] for edge in NB201_EDGE_KEYS]
+    return "selection weights", records[-1]["arch"]["normal"]
 
 
 def skip_heavy(rows: list[dict[str, Any]]) -> list[str]:
@@ -157,8 +161,8 @@ def render(rows: list[dict[str, Any]], methods: list[str], args: argparse.Namesp
     collapsed = skip_heavy(rows)
     if collapsed:
         lines += ["", f"Cells with at least {SKIP_HEAVY} skip connections, and the final architecture weights per "
-                  "edge (node j ← node i) that chose them (IIM: larger is more important; – an op removed before "
-                  "the last measurement):", ""] + collapsed
+                  "edge (node j ← node i) that chose them (larger is chosen; – an op removed before the last "
+                  "measurement):", ""] + collapsed
     settings = {m: {k: v for k, v in budget_options(m, args.epochs, args.batch_size).items()
                     if k not in ("epochs", "batch_size")} for m in methods} if not args.published else {}
     if any(settings.values()):

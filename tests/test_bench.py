@@ -61,5 +61,5 @@ def test_collapsed_cells_are_reported_with_their_weights(nb201_compare, tmp_path
     (tmp_path / "log.jsonl").write_text(json.dumps({"epoch": 0, "arch": {"normal": probabilities}}) + "\n")
     row = {"method": "darts", "seed": 0, "out": tmp_path, "arch": arch}
     lines = nb201_compare.skip_heavy([row, {**row, "arch": arch.replace("skip_connect", "nor_conv_1x1")}])
-    assert lines[0] == "- darts seed 0: 5 of 6 edges skip; softmax(α) per edge:"
+    assert lines[0] == "- darts seed 0: 5 of 6 edges skip; selection weights per edge:"
     assert sum(line.startswith("  | 1←0 | 0.100 | 0.600") for line in lines) == 1  # the second row is not reported
