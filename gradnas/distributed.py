@@ -30,14 +30,19 @@ class Context:
         return self.rank == 0
 
 
-def init_from_env(device_type: str) -> Context:
-    """Join the process group torchrun describes in the environment; a plain run is a world of one."""
+def init_from_env(device: torch.device) -> tuple[torch.device, Context]:
+    """Join the process group torchrun describes in the environment (a plain run is a world of one); on GPUs
+    each rank takes the device of its local rank. Returns the rank's device and its context."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
-        return Context()
+        return device, Context()
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
-    return Context(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    context = Context(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":
+        device = torch.device("cuda", context.local_rank)
+        torch.cuda.set_device(device)
+    return device, context
 
 
 def average_(tensors: list[torch.Tensor], context: Context) -> list[torch.Tensor]:

@@ -42,10 +42,19 @@ def nb201_compare(monkeypatch):
     return nb201_compare
 
 
-def test_search_step_speed_options_reach_the_model(search_step, capsys):
+def test_search_step_speed_options_reach_the_model(search_step, capsys, monkeypatch):
+    placed = []
+
+    def recording(model, config, device):
+        placed.append((config.amp, config.compile, config.channels_last))
+        return place_model(model, config, device)
+
+    place_model = search_step.place_model
+    monkeypatch.setattr(search_step, "place_model", recording)
     assert search_step.main(["--quick", "--steps", "1", "--warmup", "0", "--rows", "nb201-darts-b64",
                              "--no-channels-last", "--amp"]) == 0
     assert "amp, no-channels-last" in capsys.readouterr().out
+    assert placed == [(True, False, False)] * 2  # the baseline row and the chosen one
 
 
 def test_shared_budget_scales_each_schedule(nb201_compare):

@@ -126,11 +126,7 @@ class Searcher:
         self.config = config
         self.out.mkdir(parents=True, exist_ok=True)
         seed_everything(config.seed, config.deterministic)
-        self.device = resolve_device(config.device)
-        self.dist = init_from_env(self.device.type)
-        if self.dist.enabled and self.device.type == "cuda":
-            self.device = torch.device("cuda", self.dist.local_rank)
-            torch.cuda.set_device(self.device)
+        self.device, self.dist = init_from_env(resolve_device(config.device))
         self.data = dataset if dataset is not None else load_dataset(config.data, config.data_root)
 
         self.model = build_search_model(config, self.data.num_classes, self.data.in_channels)

@@ -101,11 +101,7 @@ class Trainer:
         self.config = c = config
         self.out.mkdir(parents=True, exist_ok=True)
         seed_everything(c.seed, c.deterministic)
-        self.device = resolve_device(c.device)
-        self.dist = init_from_env(self.device.type)
-        if self.dist.enabled and self.device.type == "cuda":
-            self.device = torch.device("cuda", self.dist.local_rank)
-            torch.cuda.set_device(self.device)
+        self.device, self.dist = init_from_env(resolve_device(c.device))
         self.data = d = dataset if dataset is not None else load_dataset(c.data, c.data_root, image_size=c.image_size)
 
         self.network_kwargs = network_kwargs(c, d)
@@ -209,23 +205,28 @@ class Trainer:
     def train_epoch(self, epoch: int, steps: int, bar: tqdm) -> dict[str, float]:
         c = self.config
         self.train_model.train()
-        totals = torch.zeros(3, device=self.device)  # summed main-head loss, correct predictions, images
+        totals = torch.zeros(2, device=self.device)  # summed main-head loss, correct predictions
+        n = 0
         guard = FiniteGuard(self.device)
         for step, (x, y) in enumerate(self.train_loader):
             if step >= steps:
                 break
             loss, total, logits = self.step(x.contiguous(memory_format=self.memory_format), y)
-            totals += torch.stack([loss * len(y), (logits.argmax(1) == y).sum(), totals.new_tensor(len(y))])
+            totals += torch.stack([loss * len(y), (logits.argmax(1) == y).sum()])
+            n += len(y)
             guard.update(step, total)
             if (step + 1) % c.log_every == 0 or step + 1 == steps:
                 guard.check(epoch, self.checkpoint_path, "lower --lr")
                 bar.set_description(f"epoch {epoch + 1}/{c.epochs}")
-                loss_sum, correct, n = totals.tolist()
+                loss_sum, correct = totals.tolist()
                 bar.set_postfix(loss=f"{loss_sum / n:.3f}", acc=f"{100 * correct / n:.1f}")
             bar.update(1)
         if self.dist.enabled:  # the epoch's figures over every rank's images
+            totals = torch.cat([totals, totals.new_tensor([n])])
             torch.distributed.all_reduce(totals)
-        loss_sum, correct, n = totals.tolist()
+            loss_sum, correct, n = totals.tolist()
+        else:
+            loss_sum, correct = totals.tolist()
         return {"train_loss": loss_sum / n, "train_acc": 100 * correct / n}
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
