@@ -72,13 +72,16 @@ class FactorizedReduce(ReLUFirst):
         super().__init__()
         if C_out % 2:
             raise ValueError(f"FactorizedReduce needs an even output width, got {C_out}")
-        self.conv_1 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False, groups=groups)
-        self.conv_2 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False, groups=groups)
+        # A 1×1 stride-2 conv is a 1×1 conv of every second pixel; subsampling first computes the same thing
+        # and avoids oneDNN's channels-last stride-2 1×1 backward, which corrupts the heap at small widths on
+        # one thread (torch 2.13 CPU, tests/test_ops.py).
+        self.conv_1 = nn.Conv2d(C_in, C_out // 2, 1, bias=False, groups=groups)
+        self.conv_2 = nn.Conv2d(C_in, C_out // 2, 1, bias=False, groups=groups)
         self.bn = nn.BatchNorm2d(C_out, affine=affine)
         self.groups = groups
 
     def body(self, x: torch.Tensor) -> torch.Tensor:
-        a, b = self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])
+        a, b = self.conv_1(x[:, :, ::2, ::2]), self.conv_2(x[:, :, 1::2, 1::2])
         if self.groups == 1:
             return self.bn(torch.cat([a, b], dim=1))
         return self.bn(_concat_groupwise(a, b, self.groups))
