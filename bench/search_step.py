@@ -83,6 +83,7 @@ class Measurement:
     times_ms: list[float] = field(default_factory=list)
     cpu_ms: list[float] = field(default_factory=list)
     peak_bytes: int | None = None
+    optimizers: list[torch.optim.Optimizer] = field(default_factory=list)  # the weights' and the architecture's
 
 
 def prepare(row: Row, device: torch.device, quick: bool, options: dict[str, Any]) -> list[Measurement]:
@@ -120,7 +121,8 @@ def prepare(row: Row, device: torch.device, quick: bool, options: dict[str, Any]
                                           scaler=scaler),
             "arch-1": lambda: updates[1].arch_step(train, val, optimizer),
             "arch-2": lambda: updates[2].arch_step(train, val, optimizer)}
-    return [Measurement(row, step, batch, saved, runs[step]) for step in row.steps
+    optimizers = [optimizer] + [u.optimizer for u in updates.values() if hasattr(u, "optimizer")]
+    return [Measurement(row, step, batch, saved, runs[step], optimizers=optimizers) for step in row.steps
             if step == "weight" or int(step[-1]) in updates]
 
 

@@ -1,10 +1,26 @@
-"""Memory accounting shared by ``gradnas search --dry-run`` and the benchmarks."""
+"""What a step costs: saved activations and state (``gradnas search --dry-run``, the benchmarks), the operations
+it dispatches, and a guard against host synchronisation inside it."""
 from __future__ import annotations
 
-from typing import Any, Callable
+import collections
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn as nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from .errors import GradnasError
+
+aten = torch.ops.aten
+# Not kernels: bare allocations, and _unsafe_view (a view that autograd does not track as one).
+_NOT_KERNELS = {aten.empty, aten.empty_like, aten.empty_strided, aten.new_empty, aten.new_empty_strided,
+                aten._unsafe_view}
+# Ops whose result the host must wait for: a value read back (item(), bool(), float()), or a shape that depends
+# on the data (nonzero, masked_select, unique). Any of them inside a step stalls the GPU's queue and breaks
+# CUDA-graph capture.
+_HOST_SYNCS = {aten._local_scalar_dense, aten.is_nonzero, aten.equal, aten.allclose, aten.nonzero,
+               aten.nonzero_static, aten.masked_select, aten.unique_consecutive, aten._unique2, aten.unique_dim,
+               aten.bincount}
 
 
 def saved_activation_bytes(model: nn.Module, forward: Callable[[], Any]) -> tuple[int, int]:
@@ -43,3 +59,63 @@ def format_bytes(n: float) -> str:
             return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
         n /= 1024
     raise AssertionError("unreachable")
+
+
+class DispatchCounter(TorchDispatchMode):
+    """Counts the ATen compute operations dispatched inside the block, by operator: views (which launch no
+    kernel) and bare allocations are excluded, so the count approximates the kernels a GPU would launch."""
+
+    def __init__(self):
+        super().__init__()
+        self.by_op: collections.Counter[str] = collections.Counter()
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_op.values())
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not func.is_view and func.overloadpacket not in _NOT_KERNELS:
+            self.by_op[func.overloadpacket.__name__] += 1
+        return func(*args, **(kwargs or {}))
+
+
+class HostSyncError(GradnasError):
+    """A step read a device value back to the host."""
+
+
+class HostSyncGuard(TorchDispatchMode):
+    """Raises :class:`HostSyncError` when the block dispatches an op that makes the host wait for the device
+    (``.item()``, ``nonzero``, a copy to the CPU, ...). On the CPU every tensor lives on the host, so the guard
+    catches on a CPU-only machine what would stall a GPU. ``host_tensors`` are meant to live on the host even on
+    a GPU run (a non-capturable optimiser's step counters) and may be read."""
+
+    def __init__(self, host_tensors: Iterable[torch.Tensor] = ()):
+        super().__init__()
+        self.allowed = {id(t) for t in host_tensors}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        packet = func.overloadpacket
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+        if packet in _HOST_SYNCS and not all(id(t) in self.allowed for t in tensors):
+            raise HostSyncError(f"host synchronisation inside a step: aten.{packet.__name__}")
+        if packet in (aten.index, aten.index_put, aten.index_put_) and any(
+                isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1] if i is not None):
+            raise HostSyncError(f"host synchronisation inside a step: boolean-mask indexing (aten.{packet.__name__})")
+        if packet in (aten._to_copy, aten.copy_) and _to_host(func, args, kwargs or {}):
+            raise HostSyncError(f"host synchronisation inside a step: a copy to the CPU (aten.{packet.__name__})")
+        return func(*args, **(kwargs or {}))
+
+
+def _to_host(func, args, kwargs) -> bool:
+    """Whether the copy moves data from an accelerator to the host."""
+    if func.overloadpacket is aten.copy_:
+        dst, src = args[0], args[1]
+        return src.device.type != "cpu" and dst.device.type == "cpu"
+    device = kwargs.get("device")
+    return args[0].device.type != "cpu" and device is not None and torch.device(device).type == "cpu"
+
+
+def optimizer_host_tensors(*optimizers: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """The step counters a non-capturable optimiser keeps on the host (read with ``.item()`` each step)."""
+    return [state["step"] for opt in optimizers for state in opt.state.values()
+            if torch.is_tensor(state.get("step")) and state["step"].device.type == "cpu"]

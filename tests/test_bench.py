@@ -72,3 +72,14 @@ def test_collapsed_cells_are_reported_with_their_weights(nb201_compare, tmp_path
     lines = nb201_compare.skip_heavy([row, {**row, "arch": arch.replace("skip_connect", "nor_conv_1x1")}])
     assert lines[0] == "- darts seed 0: 5 of 6 edges skip; selection weights per edge:"
     assert sum(line.startswith("  | 1←0 | 0.100 | 0.600") for line in lines) == 1  # the second row is not reported
+
+
+def test_dispatch_count_counts_every_step_of_an_iteration(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(BENCH))
+    import dispatch_count
+    assert dispatch_count.main(["--quick", "--json", "--rows", "is-darts-nb201"]) == 0
+    records = {r["row"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    darts, isdarts = records["darts-b64"], records["is-darts-nb201"]  # the baseline is always counted
+    assert darts["iteration_ops"] == darts["weight_ops"] + darts["arch_ops"] and darts["ratio_vs_baseline"] == 1
+    assert "arch_ops" not in isdarts and isdarts["iteration_ops"] == isdarts["weight_ops"]  # single level
+    assert darts["by_op"]["convolution_backward"] > 0 and sum(darts["by_op"].values()) == darts["iteration_ops"]

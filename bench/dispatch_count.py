@@ -1,0 +1,87 @@
+"""Operations dispatched per search iteration (weight step + architecture step), for every method preset.
+
+On a GPU an eager supernet step is launch-bound: its cost follows the number of kernels, not the arithmetic.
+This counts the ATen compute operations one iteration dispatches (``gradnas.profiling.DispatchCounter``: views
+and bare allocations excluded), with the model, optimisers and steps built exactly as ``bench/search_step.py``
+builds them (SGD and Adam with ``foreach=True``, as both the search and the original code can run). The count
+does not depend on the batch size or the device, so the CPU measures what a GPU would launch.
+
+    python bench/dispatch_count.py                   # every preset, foundation setting (C=16, 8 / 5 cells)
+    python bench/dispatch_count.py --rows darts-b64 pc-darts-k4-b64 --order 2 --json
+    python bench/dispatch_count.py --quick --top 10  # tiny supernets; the 10 most frequent operators per row
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+
+from gradnas.config import resolve_config
+from gradnas.profiling import DispatchCounter
+from gradnas.search.bilevel import ARCH_UPDATES
+from search_step import BASELINE, ROWS, Row, prepare
+
+# Every method preset, each in the space its paper searches, beside the benchmark's configuration rows.
+PRESET_ROWS = [Row(f"{method}-{space}", space, method, {"batch_size": 64})
+               for method, space in (("is-darts", "nb201"), ("i-darts", "nb201"), ("s-darts", "nb201"),
+                                     ("is-darts", "darts"), ("pc-darts-imagenet", "darts"))]
+ALL_ROWS = ROWS + PRESET_ROWS
+
+
+def count(row: Row, order: int, quick: bool) -> dict:
+    bilevel = ARCH_UPDATES[resolve_config({"space": row.space, "method": row.method}).arch_update].uses_validation
+    steps = ("weight", f"arch-{order}") if bilevel else ("weight",)  # single-level methods have no arch step
+    measurements = {m.step: m for m in prepare(Row(row.name, row.space, row.method, row.overrides, steps),
+                                               torch.device("cpu"), quick, {"channels_last": True})}
+    for opt in next(iter(measurements.values())).optimizers:
+        for group in opt.param_groups:
+            group["foreach"] = True
+    for m in measurements.values():  # optimiser state exists from the second step on
+        m.run()
+    record = {"row": row.name, "space": row.space, "method": row.method, "order": order}
+    totals = DispatchCounter()
+    for step, m in measurements.items():
+        with DispatchCounter() as counter:
+            m.run()
+        record[f"{step.split('-')[0]}_ops"] = counter.total
+        totals.by_op.update(counter.by_op)
+    record["iteration_ops"] = totals.total
+    record["by_op"] = dict(totals.by_op.most_common())
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    names = [r.name for r in ALL_ROWS]
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rows", nargs="+", choices=names, default=names, metavar="ROW",
+                   help=f"rows to count (the baseline {BASELINE} is always added): {', '.join(names)}")
+    p.add_argument("--order", type=int, choices=(1, 2), default=1, help="order of the architecture step")
+    p.add_argument("--quick", action="store_true", help="tiny supernets: a smoke run")
+    p.add_argument("--top", type=int, default=0, help="also print each row's N most frequent operators")
+    p.add_argument("--json", action="store_true", help="one JSON object per row instead of a table")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)  # counts do not depend on threads; one keeps the run light on shared cores
+    rows = [r for r in ALL_ROWS if r.name == BASELINE or r.name in args.rows]
+    records = [count(r, args.order, args.quick) for r in rows]
+    base = next(r for r in records if r["row"] == BASELINE)["iteration_ops"]
+    for r in records:
+        r["ratio_vs_baseline"] = round(r["iteration_ops"] / base, 4)
+    if args.json:
+        for r in records:
+            print(json.dumps(r))
+        return 0
+    print(f"torch {torch.__version__}, ATen compute ops per search iteration (weight step + arch step of order "
+          f"{args.order}), views and allocations excluded, foreach optimisers; ratios vs {BASELINE}")
+    print(f"{'row':22} {'weight':>8} {'arch':>8} {'iteration':>10} {'×base':>7}")
+    for r in records:
+        arch = r.get("arch_ops", 0)
+        print(f"{r['row']:22} {r['weight_ops']:>8} {arch:>8} {r['iteration_ops']:>10} {r['ratio_vs_baseline']:>7.3f}")
+        if args.top:
+            print("    " + ", ".join(f"{op} {n}" for op, n in list(r["by_op"].items())[:args.top]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
