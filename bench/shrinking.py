@@ -1,7 +1,7 @@
 """IS-DARTS: the supernet gets cheaper as progressive shrinking removes candidates.
 
-For each space it builds the ``is-darts`` supernet exactly as the search does (masks, batch-statistics BN,
-channels-last), then copies of it shrunk by the published schedule (NB201: 4 steps, 5 → 1 op per edge;
+For each space it builds the ``is-darts`` supernet exactly as the search does (masks, batch-statistics BN in
+the cells, channels-last), then copies of it shrunk by the published schedule (NB201: 4 steps, 5 → 1 op per edge;
 DARTS: 7 steps, 16/24/32/40 → 2 candidates per node; ``none`` goes first) and times one training step
 (``weight_step``, Nesterov SGD) of each, round-robin so a burst of load on a shared machine hits every row
 alike. Ratios are against the unshrunk supernet measured in the same run. It also times one importance
@@ -26,7 +26,7 @@ import torch.nn as nn
 from gradnas.config import resolve_config
 from gradnas.search.loop import build_search_model, weight_step
 from gradnas.search.model import SearchModel
-from gradnas.selection.importance import information_importance, mixed_op
+from gradnas.selection.importance import fisher_totals, mixed_op
 from gradnas.selection.shrinking import comparable, comparison_subsets, shrink, shrink_epochs, shrink_steps
 
 FULL = {"darts": {"channels": 16, "layers": 8}, "nb201": {"channels": 16, "layers": 5}}
@@ -79,7 +79,7 @@ def time_measurement(model: SearchModel, images: torch.Tensor, batch_size: int, 
     out = []
     for _ in range(repeats):
         start = time.perf_counter()
-        information_importance(model, batches)
+        fisher_totals(model, batches)
         out.append(time.perf_counter() - start)
     return out
 

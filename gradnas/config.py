@@ -35,7 +35,11 @@ class SearchConfig:
     channels: int = 16
     layers: int | None = None            # None: 8 cells (DARTS space), 5 per stage (NB201)
     ops: list[str] | None = None         # None: the space's full op set
-    bn_running_stats: bool = True        # False: every supernet BN normalises with batch statistics (IS-DARTS)
+    bn_running_stats: bool = True        # False: every supernet BN normalises with batch statistics
+    cell_bn_running_stats: bool = True   # False: the BNs inside the cells do (IS-DARTS); stem, residual blocks
+                                         # and the final BN keep running statistics and use them in eval mode
+    pool_bn: bool = True                 # DARTS space: BN after the candidate pools (quark0; False: IS-DARTS)
+    final_bn_relu: bool = False          # DARTS space: BN + ReLU before the global pool (IS-DARTS; NB201 has it)
     # the method's parts (METHODS.md; each a registry name or an option of one)
     arch: str = "softmax"                # architecture parameterisation
     edge: str = "mixed"                  # mixed-edge kind

@@ -50,27 +50,82 @@ def test_finite_difference_hvp_matches_exact_double_backward():
     assert (a - e).norm() / e.norm() < 1e-4
 
 
+def exact_unrolled_gradient(model, crit, train, val, sgd, draws=None):
+    """∇_α L_val(w − ξ(μ·v + ∇_w L_train + wd·w), α) by autograd through the virtual step (DARTS's
+    _compute_unrolled_model); the train forward starts from the generator state ``draws`` when given."""
+    group = sgd.param_groups[0]
+    lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
+    weights = list(model.weight_parameters())
+    alphas = list(model.arch_parameters())
+    if draws is not None:
+        torch.set_rng_state(draws)
+    gw = torch.autograd.grad(crit(model(train[0]), train[1]), weights, create_graph=True)
+    buffers = [sgd.state.get(w, {}).get("momentum_buffer") for w in weights]
+    moment = [0 if v is None else mu * v for v in buffers]
+    unrolled = [w - lr * (m + g + wd * w) for w, m, g in zip(weights, moment, gw)]
+    # L_val at w' with w' a differentiable function of α, via functional_call.
+    params = dict(zip([n for n, _ in model.net.named_parameters()], unrolled))
+    logits = torch.func.functional_call(model.net, {**params, **dict(model.net.named_buffers())}, (val[0], model.arch()))
+    return torch.autograd.grad(crit(logits, val[1]), alphas)
+
+
+def relative_error(approx, exact):
+    a, e = torch.cat([t.flatten() for t in approx]), torch.cat([t.flatten() for t in exact])
+    return ((a - e).norm() / e.norm()).item()
+
+
+def test_second_order_gradient_uses_the_momentum_buffer():
+    """With a momentum buffer in the weight optimiser (every step after the first), w' = w − ξ(μ·v + g + wd·w)."""
+    torch.manual_seed(4)
+    model, train = tiny("nb201", torch.float64)
+    val = (torch.randn_like(train[0]), torch.randint(0, 10, (4,)))
+    crit = nn.CrossEntropyLoss()
+    sgd = torch.optim.SGD(model.weight_parameters(), lr=0.05, momentum=0.9, weight_decay=3e-4)
+    crit(model(train[0]), train[1]).backward()
+    sgd.step()  # a momentum buffer now exists for every weight
+    sgd.zero_grad(set_to_none=True)
+    model.arch.zero_grad(set_to_none=True)
+    for p in model.weight_parameters():  # a large buffer, so that dropping it would show
+        sgd.state[p]["momentum_buffer"].normal_()
+    update = Bilevel(model, crit, order=2, fd_radius=1e-6)
+    _, _, approx = update.unrolled_gradient(train, val, sgd)
+    assert relative_error(approx, exact_unrolled_gradient(model, crit, train, val, sgd)) < 1e-4
+    for p in model.weight_parameters():
+        sgd.state[p].pop("momentum_buffer")
+    assert relative_error(approx, exact_unrolled_gradient(model, crit, train, val, sgd)) > 1e-2
+
+
+def test_second_order_step_of_a_stochastic_supernet_replays_its_random_draws():
+    """Skip dropout and random channel subsets draw on every forward; the unrolled step's train forwards
+    (the virtual step and both sides of the finite difference) see one draw, as with fixed masks."""
+    torch.manual_seed(3)
+    net = SPACES["darts"](C=4, layers=3, edge_options={"partial_k": 2, "partial_sampling": "random",
+                                                       "skip_dropout": 0.5})
+    model = SearchModel(net, SoftmaxAlpha(net.cell_types, net.op_names, net.in_degrees)).double()
+    train = (torch.randn(4, 3, 8, 8, dtype=torch.float64), torch.randint(0, 10, (4,)))
+    val = (torch.randn_like(train[0]), torch.randint(0, 10, (4,)))
+    crit = nn.CrossEntropyLoss()
+    sgd = torch.optim.SGD(model.weight_parameters(), lr=0.05, momentum=0.9, weight_decay=3e-4)
+    update = Bilevel(model, crit, order=2, fd_radius=1e-6)
+    draws = torch.get_rng_state()
+    _, _, approx = update.unrolled_gradient(train, val, sgd)
+    after = torch.rand(1)
+    exact = exact_unrolled_gradient(model, crit, train, val, sgd, draws)  # train forward, then val forward
+    assert relative_error(approx, exact) < 1e-4
+    torch.set_rng_state(draws)
+    update.unrolled_gradient(train, val, sgd)
+    assert torch.equal(torch.rand(1), after)  # the generators continue after the val forward's draws
+
+
 def test_second_order_gradient_matches_exact_unrolled_gradient():
-    """g_α of the unrolled step against autograd through the virtual step itself (float64, momentum 0)."""
+    """g_α of the unrolled step against autograd through the virtual step itself (float64, no momentum yet)."""
     torch.manual_seed(2)
     model, train = tiny("nb201", torch.float64)
     val = (torch.randn_like(train[0]), torch.randint(0, 10, (4,)))
     crit = nn.CrossEntropyLoss()
-    lr, wd = 0.05, 3e-4
-    sgd = torch.optim.SGD(model.weight_parameters(), lr=lr, momentum=0.9, weight_decay=wd)
+    sgd = torch.optim.SGD(model.weight_parameters(), lr=0.05, momentum=0.9, weight_decay=3e-4)
     update = Bilevel(model, crit, order=2, fd_radius=1e-6)
+    originals = [w.detach().clone() for w in model.weight_parameters()]
     _, _, approx = update.unrolled_gradient(train, val, sgd)
-
-    weights = list(model.weight_parameters())
-    alphas = list(model.arch_parameters())
-    gw = torch.autograd.grad(crit(model(train[0]), train[1]), weights, create_graph=True)
-    unrolled = [w - lr * (g + wd * w) for w, g in zip(weights, gw)]
-    originals = [w.detach().clone() for w in weights]
-    # Evaluate L_val at w' with w' a differentiable function of α, via functional_call.
-    names = [n for n, _ in model.net.named_parameters()]
-    params = dict(zip(names, unrolled))
-    logits = torch.func.functional_call(model.net, {**params, **dict(model.net.named_buffers())}, (val[0], model.arch()))
-    exact = torch.autograd.grad(crit(logits, val[1]), alphas)
-    assert all(torch.equal(a, b) for a, b in zip(originals, weights))
-    a, e = torch.cat([t.flatten() for t in approx]), torch.cat([t.flatten() for t in exact])
-    assert (a - e).norm() / e.norm() < 1e-4
+    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(originals, model.weight_parameters()))  # w restored
+    assert relative_error(approx, exact_unrolled_gradient(model, crit, train, val, sgd)) < 1e-4

@@ -5,13 +5,15 @@ import itertools
 import json
 
 import pytest
+import torch
 
 from gradnas.errors import GradnasError
 from gradnas.genotypes import (PUBLISHED, CellGenotype, Genotype, format_arch_string, format_darts,
                                genotype_from_dict, genotype_text, genotype_to_dict, load_genotype, nb201_from_edges,
                                parse_arch_string, parse_darts, parse_genotype, per_cell_genotype,
                                reduction_indices, save_genotype, validate)
-from gradnas.spaces.ops import NB201_OPS
+from gradnas.selection.rules import RULES
+from gradnas.spaces.ops import DARTS_OPS, NB201_OPS
 
 DARTS_V2_TEXT = (
     "Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1), "
@@ -236,3 +238,46 @@ def test_parse_genotype_dispatches_on_every_input_kind(tmp_path):
         parse_genotype(str(tmp_path / "empty"))
     with pytest.raises(GradnasError, match=r"expected Genotype\(normal=\.\.\."):
         parse_darts(DARTS_V2_TEXT.replace("Genotype", "Foo"))
+
+
+# -- selection rules ----------------------------------------------------------------------------------------------
+
+def quark0_parse(W: list[list[float]], op_names: tuple[str, ...]) -> list[tuple[str, int]]:
+    """quark0/darts ``Network.genotype._parse``, on plain Python floats (float64)."""
+    none, gene, start = op_names.index("none"), [], 0
+    for n in range(2, 6):
+        rows = W[start:start + n]
+        edges = sorted(range(n), key=lambda x: -max(w for k, w in enumerate(rows[x]) if k != none))[:2]
+        for j in edges:
+            k_best = None
+            for k in range(len(rows[j])):
+                if k != none and (k_best is None or rows[j][k] > rows[j][k_best]):
+                    k_best = k
+            gene.append((op_names[k_best], j))
+        start += n
+    return gene
+
+
+def near_ties(E: int, O: int) -> torch.Tensor:
+    """Distinct float64 weights that all round to the same float32 (0.5 + k·1e-13)."""
+    g = torch.Generator().manual_seed(0)
+    return 0.5 + 1e-13 * torch.randperm(E * O, generator=g).view(E, O).double()
+
+
+def test_darts_rule_ranks_in_the_weights_precision_and_ignores_a_dominant_none():
+    W = near_ties(14, 8)
+    assert torch.unique(W.float()).numel() == 1 and torch.unique(W).numel() == 14 * 8
+    W[:, DARTS_OPS.index("none")] += 1.0  # none strongest on every edge
+    cell = RULES["darts"](W, DARTS_OPS, (2, 3, 4, 5))
+    assert cell.pairs == quark0_parse(W.tolist(), DARTS_OPS)
+    assert all(op != "none" for op, _ in cell.pairs)
+    random = torch.rand(14, 8, dtype=torch.float64)
+    random[:, 0] = 2.0
+    assert RULES["darts"](random, DARTS_OPS, (2, 3, 4, 5)).pairs == quark0_parse(random.tolist(), DARTS_OPS)
+
+
+def test_argmax_rule_ranks_in_the_weights_precision():
+    W = near_ties(6, 5)
+    cell = RULES["argmax"](W, NB201_OPS, (1, 2, 3))
+    best = [max(range(5), key=row.__getitem__) for row in W.tolist()]
+    assert [op for node in cell.nodes for op, _ in node] == [NB201_OPS[k] for k in best]

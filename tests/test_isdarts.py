@@ -13,7 +13,7 @@ from gradnas.models import build_eval_network
 from gradnas.search.checkpoint import load_checkpoint
 from gradnas.search.loop import Searcher, search
 from gradnas.search.model import SearchModel
-from gradnas.selection.importance import fisher_information, information_importance, mixed_op
+from gradnas.selection.importance import IMPORTANCE, fisher_information, fisher_totals, mean_per_type, mixed_op
 from gradnas.selection.shrinking import (comparable, comparison_subsets, removal_count, shrink, shrink_epochs,
                                          shrink_steps, survivor_cell, survivors)
 from gradnas.spaces import DARTS_OPS, NB201_OPS, SPACES
@@ -160,25 +160,25 @@ def tiny_masked(space="nb201"):
     return SearchModel(net, BinaryMasks(net.cell_types, net.op_names, net.in_degrees))
 
 
-def test_measurement_reads_raw_op_outputs_averaged_over_batches():
+def test_measurement_reads_raw_op_outputs_summed_over_batches():
     torch.manual_seed(0)
     model = tiny_masked()
     batches = [(torch.randn(6, 3, 8, 8), None), (torch.randn(4, 3, 8, 8), None)]
-    iim = information_importance(model, batches)
-    assert len(iim) == 3 and iim[0].shape == (6, 5)
+    sums, counts = fisher_totals(model, batches)
+    assert sums.shape == (3, 6, 5) and counts.tolist() == [10.0] * 3
     assert model.training  # the mode is restored
     # edge 0 of cell 0 sees the stem output; its skip op's output is that map itself (weight 1/5 not applied)
     model.eval()
     with torch.no_grad():
         stems = [model.net.stem(x) for x, _ in batches]
-    expected = 10 / sum(fisher_information(s).sum() for s in stems)
-    assert iim[0][0, NB201_OPS.index("skip_connect")].item() == pytest.approx(expected.item(), rel=1e-6)
-    assert (iim[0][:, 0] == 0).all()  # none: F = ∞
+    expected = sum(fisher_information(s).sum() for s in stems)
+    assert sums[0, 0, NB201_OPS.index("skip_connect")].item() == pytest.approx(expected.item(), rel=1e-6)
+    assert torch.isinf(sums[:, :, 0]).all()  # none: F = ∞
     model.train()
     mixed_op(model.net.cells[0].edges[0]).remove(NB201_OPS.index("nor_conv_3x3"))
-    again = information_importance(model, batches)
-    assert torch.isnan(again[0][0, NB201_OPS.index("nor_conv_3x3")])
-    assert torch.isfinite(again[0][1:, 1:]).all() and (again[0][1:, 1:] > 0).all()
+    again, _ = fisher_totals(model, batches)
+    assert torch.isnan(again[0, 0, NB201_OPS.index("nor_conv_3x3")])
+    assert torch.isfinite(again[0, 1:, 1:]).all() and (again[0, 1:, 1:] > 0).all()
 
 
 def test_bn_without_running_statistics_uses_the_batch_in_eval_mode():
@@ -201,8 +201,14 @@ def tiny_config(tmp_path, space, method="is-darts", **kw):
 def test_presets():
     nb = resolve_config({"space": "nb201", "method": "is-darts"})
     assert (nb.epochs, nb.shrink_rate, nb.shrink_interval, nb.iim_samples) == (30, 0.25, 2, 200)
-    assert (nb.arch, nb.arch_update, nb.hooks, nb.importance, nb.nesterov, nb.lr_per_step, nb.bn_running_stats) == \
-        ("masks", "none", ["shrinking"], "fisher", True, True, False)
+    assert (nb.arch, nb.arch_update, nb.hooks, nb.importance, nb.nesterov, nb.lr_per_step) == \
+        ("masks", "none", ["shrinking"], "fisher", True, True)
+    for method in ("is-darts", "i-darts", "s-darts"):  # the authors' supernet (item 3 of the BN choices)
+        c = resolve_config({"space": "darts", "method": method})
+        assert (c.bn_running_stats, c.cell_bn_running_stats, c.pool_bn, c.final_bn_relu) == (True, False, False, True)
+    for method in ("darts", "pc-darts"):  # quark0's and PC-DARTS's supernets keep the pool BN, no final BN
+        c = resolve_config({"space": "darts", "method": method})
+        assert (c.bn_running_stats, c.cell_bn_running_stats, c.pool_bn, c.final_bn_relu) == (True, True, True, False)
     assert (nb.lr, nb.lr_min, nb.weight_decay, nb.batch_size, nb.grad_clip) == (0.025, 0.001, 3e-4, 64, 5.0)
     d = resolve_config({"space": "darts", "method": "is-darts"})
     assert (d.epochs, d.shrink_rate, d.shrink_interval, d.iim_samples, d.layers, d.channels) == (50, 0.143, 3, 600, 8, 16)
@@ -282,3 +288,112 @@ def test_bad_shrinking_options_are_one_line_errors(tmp_path):
         Searcher(tiny_config(tmp_path, "nb201", epochs=2))
     with pytest.raises(GradnasError, match="importance"):
         Searcher(tiny_config(tmp_path, "nb201", importance="entropy"))
+
+
+# -- fidelity to the authors' code (issue 13) --------------------------------------------------------------------
+
+def test_shrinking_averages_f_over_cells_and_removes_the_largest_mean(tmp_path, monkeypatch):
+    """The authors' get_iim averages each cell's mean F over the cells and removes the largest; the mean of
+    1/F over cells ranks differently when cells differ in scale (here: skip has F 1, 1000, 1 in the three
+    cells, mean 334, mean IIM 0.67; nor_conv_1x1 has 2, 10, 2, mean 4.7, mean IIM 0.37)."""
+    searcher = Searcher(tiny_config(tmp_path, "nb201"))  # one cell per stage: widths 4, 8, 16
+    hook = searcher.hooks[0]
+    hook.alive["normal"][:, 0] = False  # none went at step 1; step 2 removes one op of the four left per edge
+    hook._apply()
+    table = {4: [1.0, 2.0, 0.5, 0.5], 8: [1000.0, 10.0, 0.5, 0.5], 16: [1.0, 2.0, 0.5, 0.5]}
+    calls = iter(range(10 ** 6))  # the probes see each edge's active ops in op order: skip, 1x1, 3x3, pool
+    fake = lambda y: torch.full((y.shape[0],), table[y.shape[1]][next(calls) % 4], dtype=torch.float64)
+    monkeypatch.setattr("gradnas.selection.importance.fisher_information", fake)
+    record = hook.on_epoch_end(searcher, hook.schedule[1] - 1)
+    assert record["shrink_step"] == 2
+    assert all(label.endswith(":skip_connect") for label in record["removed"]["normal"])
+    assert not hook.alive["normal"][:, NB201_OPS.index("skip_connect")].any()
+    fisher, iim = record["fisher"]["normal"], record["importance"]["normal"]
+    assert fisher["0>1:skip_connect"] == pytest.approx(1002 / 3) and iim["0>1:skip_connect"] == pytest.approx(3 / 1002)
+    assert fisher["0>1:nor_conv_1x1"] == pytest.approx(14 / 3)
+
+
+def test_cell_means_add_sums_and_counts():
+    sums = torch.tensor([[[2.0, 4.0]], [[30.0, 6.0]], [[5.0, 1.0]]], dtype=torch.float64)
+    means = mean_per_type((sums, torch.tensor([2.0, 2.0, 1.0], dtype=torch.float64)), ["normal", "normal", "reduce"])
+    assert means["normal"].tolist() == [[8.0, 2.5]] and means["reduce"].tolist() == [[5.0, 1.0]]
+    f = IMPORTANCE["fisher"]
+    assert f.importance(means["normal"]).tolist() == [[1 / 8, 1 / 2.5]] and f.rank_key(means["normal"]).tolist() == [[-8.0, -2.5]]
+
+
+@pytest.mark.parametrize("space", ["nb201", "darts"])
+def test_ties_remove_the_candidate_first_in_op_order(space):
+    """Authors: argmax of F (NB201) and a stable sort by −F (DARTS) both take the first of equal maxima."""
+    ops = NB201_OPS if space == "nb201" else DARTS_OPS
+    in_degrees = (1, 2, 3) if space == "nb201" else (2, 3, 4, 5)
+    subsets = comparison_subsets(space, in_degrees, len(ops))
+    alive = torch.ones(sum(in_degrees), len(ops), dtype=torch.bool)
+    alive[:, 0] = False  # none is gone
+    scores = torch.full(alive.shape, 5.0, dtype=torch.float64)
+    scores[:, 2] = scores[:, 3] = 1.0  # two equally least important ops on every edge
+    new = shrink(scores, alive, subsets, 4 if space == "nb201" else 7, 1)
+    removed = alive & ~new
+    if space == "nb201":  # one op per edge: the first of the tie
+        assert removed[:, 2].all() and removed.sum() == 6
+    else:  # node 2 (edges 0, 1) removes 2 of its 4 tied candidates: edge 0's, the first in (edge, op) order
+        assert removed[0, 2] and removed[0, 3] and not removed[1].any()
+
+
+def bn_layers(module):
+    return [m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+
+@pytest.mark.parametrize("space", ["nb201", "darts"])
+def test_only_the_cells_bns_use_batch_statistics(tmp_path, space):
+    """xautodl's IS-DARTS supernets pass track_running_stats=False to the cells only; the stem, the residual
+    blocks and the final BN keep running statistics, and eval mode (the measurement) uses them."""
+    from gradnas.search.loop import build_search_model
+    model = build_search_model(tiny_config(tmp_path, space), 10)
+    net = model.net
+    assert all(not bn.track_running_stats for bn in bn_layers(net.cells))
+    outside = bn_layers(net.stem) + bn_layers(net.lastact) + (bn_layers(net.blocks) if space == "nb201" else [])
+    assert len(outside) == (1 + 1 + 4 if space == "nb201" else 2)
+    assert all(bn.track_running_stats and bn.running_mean is not None for bn in outside)
+    model.eval()
+    x = torch.randn(4, 3, 8, 8)
+    with torch.no_grad():
+        before = model(x)
+        net.stem[1].running_mean.fill_(0.5)  # eval mode reads the stem's running statistics
+        assert not torch.allclose(model(x), before)
+
+
+def test_darts_space_is_darts_supernet_has_bare_pools_and_a_final_bn_relu(tmp_path):
+    from gradnas.search.loop import build_search_model
+    pools = (torch.nn.MaxPool2d, torch.nn.AvgPool2d)
+    is_darts = build_search_model(tiny_config(tmp_path, "darts"), 10).net
+    darts = build_search_model(resolve_config({"space": "darts", **TINY["darts"]}), 10).net
+    for net, bare in ((is_darts, True), (darts, False)):
+        op = mixed_op(net.cells[0].edges[0])
+        for name in ("max_pool_3x3", "avg_pool_3x3"):
+            pool = op.ops[DARTS_OPS.index(name)]
+            assert isinstance(pool, pools) if bare else isinstance(pool[0], pools) and bn_layers(pool)
+    x = torch.randn(3, 12, 6, 6)
+    assert torch.equal(mixed_op(is_darts.cells[0].edges[0]).ops[1](x), torch.nn.functional.max_pool2d(x, 3, 1, 1))
+    assert isinstance(is_darts.lastact[0], torch.nn.BatchNorm2d) and isinstance(is_darts.lastact[1], torch.nn.ReLU)
+    assert isinstance(darts.lastact, torch.nn.Identity)
+    assert sum(p.numel() for p in darts.parameters()) + 2 * darts.classifier.in_features == \
+        sum(p.numel() for p in is_darts.parameters())  # the final BN's affine parameters only
+
+
+def test_s_darts_removed_ops_leave_the_softmax(tmp_path):
+    result = search(tiny_config(tmp_path, "nb201", "s-darts"))
+    arch = result.model.arch
+    hook_state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")["hooks"][0]
+    alive = hook_state["alive"]["normal"]
+    assert alive.sum(1).tolist() == [1] * 6
+    w = arch()[0].ops
+    assert torch.allclose(w.sum(1), torch.ones(6)) and (w[~alive] == 0).all()  # the survivor takes weight 1
+    # after three removals the two survivors of an edge share all the weight, and removed α get no gradient
+    three = torch.zeros_like(alive)
+    three[:, :2] = True
+    arch.set_alive("normal", three)
+    w = arch()[0].ops
+    assert torch.allclose(w[:, :2].sum(1), torch.ones(6)) and (w[:, 2:] == 0).all()
+    w.square().sum().backward()
+    g = arch.alpha["normal"].grad
+    assert (g[:, 2:] == 0).all() and (g[:, :2] != 0).any()

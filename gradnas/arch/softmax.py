@@ -8,14 +8,25 @@ from .base import Architecture, shared_by_type
 
 
 class SoftmaxAlpha(Architecture):
+    """``set_alive`` (progressive shrinking, S-DARTS) masks removed ops to −∞ before the softmax, as the
+    authors' ``get_masked_alpha`` does: the survivors' weights sum to 1 and removed α get no gradient. The
+    masks are not part of the state dict; the shrinking hook restores them on resume."""
+
     def __init__(self, cell_types, op_names, in_degrees, init_scale: float = 1e-3):
         super().__init__(cell_types, op_names, in_degrees)
         self.alpha = nn.ParameterDict({
             t: nn.Parameter(init_scale * torch.randn(self.num_edges, len(op_names)))
             for t in dict.fromkeys(cell_types)})
+        self.removed: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def set_alive(self, cell_type: str, alive: torch.Tensor) -> None:
+        self.removed[cell_type] = ~alive.to(self.alpha[cell_type].device, torch.bool)
 
     def op_weights(self) -> list[torch.Tensor]:
-        return shared_by_type(self.cell_types, {t: a.softmax(-1) for t, a in self.alpha.items()})
+        masked = {t: a if t not in self.removed else a.masked_fill(self.removed[t], float("-inf"))
+                  for t, a in self.alpha.items()}
+        return shared_by_type(self.cell_types, {t: a.softmax(-1) for t, a in masked.items()})
 
 
 class PerCellSoftmax(Architecture):

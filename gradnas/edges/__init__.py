@@ -2,7 +2,8 @@
 
 Every edge factory has the signature ``(space, op_names, C, stride, affine, **options) -> nn.Module`` and
 every edge is called as ``edge(x, op_weights)`` (or ``edge(x, op_weights, group_scale)`` when the
-architecture has per-group scales); it returns the edge output, or None when it computes nothing.
+architecture has per-group scales); it returns the edge output, or None when it computes nothing. The
+option ``pool_bn`` comes from the space (a BN after the DARTS space's pools, see ``spaces.ops``).
 
 The "mixed" factory composes the options of the DARTS family around the plain weighted sum:
 partial channels (PC-DARTS) outermost, channel groups (G-DARTS-A) inside, the weighted sum of ``MixedOp``
@@ -24,13 +25,13 @@ EDGES: Registry = Registry("edge")
 def mixed_edge(space: str, op_names: tuple[str, ...], C: int, stride: int, affine: bool = False,
                partial_k: int = 1, partial_sampling: str = "first", skip_dropout: float = 0.0,
                groups: int = 1, group_mode: str = "exact", conv_groups: int = 1,
-               group_attention: bool = False) -> nn.Module:
+               group_attention: bool = False, pool_bn: bool = True) -> nn.Module:
     if group_mode not in GROUP_MODES:
         raise ValueError(f"group mode must be one of {GROUP_MODES}, got {group_mode!r}")
     width = C if partial_sampling == "all" else C // partial_k  # channels that reach the ops
     fold = group_mode == "exact"  # all groups through one op built for width/M channels
     edge: nn.Module = MixedOp(space, op_names, width // groups if fold else width, stride, affine,
-                              conv_groups=conv_groups, skip_dropout=skip_dropout)
+                              conv_groups=conv_groups, skip_dropout=skip_dropout, pool_bn=pool_bn)
     if (fold and groups > 1) or group_attention:
         edge = ChannelGroupEdge(edge, groups, fold)
     if partial_k > 1:

@@ -21,10 +21,11 @@ class MixedOp(nn.Module):
     """
 
     def __init__(self, space: str, op_names: tuple[str, ...], C: int, stride: int,
-                 affine: bool = False, conv_groups: int = 1, skip_dropout: float = 0.0):
+                 affine: bool = False, conv_groups: int = 1, skip_dropout: float = 0.0, pool_bn: bool = True):
         super().__init__()
         self.op_names = tuple(op_names)
-        self.ops = nn.ModuleList(build_op(space, name, C, stride, affine, conv_groups) for name in op_names)
+        self.ops = nn.ModuleList(build_op(space, name, C, stride, affine, conv_groups, pool_bn)
+                                 for name in op_names)
         self.active = [i for i, name in enumerate(op_names) if name != "none"]
         self.zero = self.op_names.index("none") if "none" in self.op_names else -1  # -1: none absent or removed
         self.stride = stride

@@ -6,7 +6,8 @@ all live here.
 """
 from __future__ import annotations
 
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import torch
 
@@ -20,6 +21,31 @@ ARCH_UPDATES: Registry = Registry("architecture update")
 def _grads(loss: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
     return [g if g is not None else torch.zeros_like(p)
             for g, p in zip(torch.autograd.grad(loss, params, allow_unused=True), params)]
+
+
+def rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The generator states a forward may draw from: the CPU's and, on a CUDA device, that device's."""
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def set_rng_state(state: tuple[torch.Tensor, torch.Tensor | None], device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+@contextmanager
+def replayed(state: tuple[torch.Tensor, torch.Tensor | None] | None, device: torch.device) -> Iterator[None]:
+    """Run the block from the generator ``state`` (None: as is), then continue where the generators were."""
+    if state is None:
+        yield
+        return
+    current = rng_state(device)
+    set_rng_state(state, device)
+    try:
+        yield
+    finally:
+        set_rng_state(current, device)
 
 
 @ARCH_UPDATES.register("none")
@@ -49,7 +75,9 @@ class Bilevel(NoArchUpdate):
     """One Adam step on α (and any other architecture parameter) per iteration, on a validation batch.
 
     ``order=2`` differentiates through one virtual SGD step of the weights and approximates the
-    Hessian-vector product by finite differences, as DARTS does.
+    Hessian-vector product by finite differences, as DARTS does. A stochastic supernet (DNAS's skip dropout,
+    random partial channels) draws new masks on every forward; the three forwards of L_train in one unrolled
+    step replay the same generator state, so they differentiate one function (METHODS.md §2).
     """
 
     uses_validation = True
@@ -105,6 +133,7 @@ class Bilevel(NoArchUpdate):
         xi, momentum, wd = group["lr"], group.get("momentum", 0.0), group.get("weight_decay", 0.0)
         buffers = [b.clone() for b in self.model.buffers()]
         originals = [p.detach().clone() for p in weights]
+        draws = rng_state(weights[0].device)  # the train forward's random draws, replayed by the HVP
 
         dw = self.grads(self.criterion(self.model(train[0]), train[1]), weights)
         with torch.no_grad():
@@ -119,21 +148,25 @@ class Bilevel(NoArchUpdate):
 
         with torch.no_grad():
             torch._foreach_copy_(weights, originals)
-        hvp = self.hessian_vector_product(g_w, train, weights, self.fd_radius)
+        hvp = self.hessian_vector_product(g_w, train, weights, self.fd_radius, draws)
         with torch.no_grad():
             torch._foreach_copy_(list(self.model.buffers()), buffers)  # extra forwards must not move BN stats
         return loss, logits, [ga - xi * h for ga, h in zip(g_alpha, hvp)]
 
     def hessian_vector_product(self, vector: list[torch.Tensor], train: Batch, weights: list[torch.Tensor],
-                               r: float) -> list[torch.Tensor]:
-        """∇²_{α,w} L_train · vector by central differences with ε = r / ‖vector‖; w is left unchanged."""
+                               r: float, draws: tuple[torch.Tensor, torch.Tensor | None] | None = None
+                               ) -> list[torch.Tensor]:
+        """∇²_{α,w} L_train · vector by central differences with ε = r / ‖vector‖; w is left unchanged.
+        Both forwards start from the generator state ``draws`` when given."""
         eps = r / torch.linalg.vector_norm(torch.stack(torch._foreach_norm(vector)))
         step = torch._foreach_mul(vector, eps)  # tensors throughout: no host synchronisation
         grads = []
         for sign in (1, -1):
             with torch.no_grad():
                 torch._foreach_add_(weights, step, alpha=1 if sign > 0 else -2)  # w + εv, then w − εv
-            grads.append(self.grads(self.criterion(self.model(train[0]), train[1]), self.arch_params))
+            with replayed(draws, weights[0].device):
+                logits = self.model(train[0])
+            grads.append(self.grads(self.criterion(logits, train[1]), self.arch_params))
         with torch.no_grad():
             torch._foreach_add_(weights, step)
         return [(gp - gn) / (2 * eps) for gp, gn in zip(*grads)]

@@ -60,14 +60,18 @@ def build_search_model(config: SearchConfig, num_classes: int, in_channels: int 
     """Supernet of the configured space with the configured edge, bound to its parameterisation."""
     op_names = tuple(config.ops) if config.ops else DEFAULT_OPS[config.space]
     edge, edge_options = edge_choice(config)
-    net = SPACES[config.space](C=config.channels, num_classes=num_classes, layers=config.layers,
-                               in_channels=in_channels, op_names=op_names, edge=edge, edge_options=edge_options)
+    space = SPACES[config.space]
+    space_options = getattr(space, "options_from_config", lambda cfg: {})(config)
+    net = space(C=config.channels, num_classes=num_classes, layers=config.layers, in_channels=in_channels,
+                op_names=op_names, edge=edge, edge_options=edge_options, **space_options)
     arch_cls = ARCHITECTURES[config.arch]
     if arch_cls.per_cell and config.space != "darts":
         raise GradnasError(f"architecture {config.arch!r} gives one genotype per cell; only the darts space has those")
     arch = arch_cls(net.cell_types, net.op_names, net.in_degrees, **arch_cls.options_from_config(config))
     if not config.bn_running_stats:
         drop_running_stats(net)
+    elif not config.cell_bn_running_stats:  # IS-DARTS: stem, residual blocks and final BN keep theirs
+        drop_running_stats(net.cells)
     if config.edge_norm:
         arch.add(EdgeNormalization(net.cell_types, net.in_degrees))
     if config.group_attention:

@@ -1,9 +1,9 @@
 """The progressive-shrinking hook of IS-DARTS (METHODS.md §5.3) and its importance plot.
 
-After the scheduled epochs it measures the importance of every alive candidate (``importance``: the Fisher
-information of op outputs for IS-DARTS, α for the S-DARTS ablation), averages it over the cells sharing a
-mask, removes each comparison subset's least important candidates and drops them from the edges, so
-removed ops are no longer computed. The genotype is the survivors. Between steps it also measures every
+After the scheduled epochs it measures every alive candidate (``importance``: the Fisher term F of op outputs
+for IS-DARTS, α for the S-DARTS ablation), averages the statistic over the cells sharing a mask (F itself, not
+IIM = 1/F, as the authors' code does), removes each comparison subset's least important candidates (the
+largest mean F) and drops them from the edges, so removed ops are no longer computed. The genotype is the survivors. Between steps it also measures every
 ``iim_every`` epochs, for the per-epoch log, TensorBoard and ``importance.png`` (the paper's Figure 4).
 The alive masks and the measurements so far are the hook's state, so a resumed run shrinks exactly as an
 uninterrupted one.
@@ -22,7 +22,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 from ..data import DeviceLoader
 from ..errors import GradnasError
 from ..genotypes import Genotype, validate
-from ..selection.importance import IMPORTANCE, mixed_op
+from ..selection.importance import IMPORTANCE, mean_per_type, mixed_op
 from ..selection.shrinking import (Subset, comparable, comparison_subsets, shrink, shrink_epochs, survivor_cell,
                                    survivors)
 from .hooks import HOOKS, Hook
@@ -71,19 +71,17 @@ class ProgressiveShrinking(Hook):
                             drop_last=False, device=searcher.device)
 
     # -- measurement and removal ----------------------------------------------------------------------------
-    def scores(self, searcher: "Searcher") -> Scores:
-        """Importance of every alive candidate, averaged over the cells of each type."""
+    def statistic(self, searcher: "Searcher") -> Scores:
+        """The measure's statistic of every alive candidate (F or α), averaged over the cells of each type."""
         batches = None
         if self.samples is not None:
             fmt = searcher.memory_format
             batches = ((x.contiguous(memory_format=fmt), y) for x, y in self.samples)
-        per_cell = torch.stack(self.measure(self.model, batches))
-        if searcher.reduce is not None:  # data parallel: every rank must remove the same candidates
-            searcher.reduce([per_cell])
-        per_cell = per_cell.cpu()
-        kinds = self.cell_types
-        return {t: per_cell[[i for i, k in enumerate(kinds) if k == t]].mean(0).masked_fill(~self.alive[t], math.nan)
-                for t in self.types}
+        totals = self.measure.collect(self.model, batches)
+        if searcher.reduce is not None:  # data parallel: the mean sums over the mean counts are the global mean
+            searcher.reduce(list(totals))
+        means = mean_per_type(tuple(t.cpu() for t in totals), self.cell_types)
+        return {t: m.masked_fill(~self.alive[t], math.nan) for t, m in means.items()}
 
     def on_epoch_end(self, searcher: "Searcher", epoch: int) -> dict[str, Any] | None:
         done = epoch + 1  # the schedule counts completed epochs from 1
@@ -91,14 +89,16 @@ class ProgressiveShrinking(Hook):
         every = self.config.iim_every
         if not steps and not (every and done % every == 0):
             return None
-        scores = self.scores(searcher)
+        stat = self.statistic(searcher)
+        scores = {t: self.measure.importance(s) for t, s in stat.items()}
         self.history.append((done, scores))
-        record = self._record(scores)
+        record = self._record(scores, stat)
         if steps:
             removed: dict[str, list[str]] = {t: [] for t in self.types}
             for step in steps:
                 for t in self.types:
-                    kept = shrink(comparable(self.space, scores[t], self.op_names), self.alive[t], self.subsets,
+                    key = self.measure.rank_key(stat[t])
+                    kept = shrink(comparable(self.space, key, self.op_names), self.alive[t], self.subsets,
                                   len(self.schedule), step)
                     removed[t] += [self.labels[e][o] for e, o in (self.alive[t] & ~kept).nonzero().tolist()]
                     self.alive[t] = kept
@@ -106,19 +106,18 @@ class ProgressiveShrinking(Hook):
             self._apply()
             record.update(shrink_step=self.steps_done, removed=removed)
         if done == self.config.epochs:
-            fisher = self.config.importance == "fisher"
             plot_importance(self.history, self.schedule, self.subsets, self.labels, self.op_names, self.out / PLOT,
-                            "IIM = 1/F" if fisher else f"{self.config.importance} weight", log_scale=fisher)
+                            self.measure.label, log_scale=self.measure.largest_removed)
         return record
 
-    def _record(self, scores: Scores) -> dict[str, Any]:
-        """Per op: the importance and, for the Fisher measure, F = 1/IIM (null where infinite)."""
-        importance = {t: {self.labels[e][o]: float(s[e, o]) for e, o in self.alive[t].nonzero().tolist()}
-                      for t, s in scores.items()}
-        record: dict[str, Any] = {"importance": importance}
+    def _record(self, scores: Scores, stat: Scores) -> dict[str, Any]:
+        """Per op: the importance and, for the Fisher measure, the mean F it comes from (null where infinite)."""
+        per_op = lambda values: {t: {self.labels[e][o]: float(s[e, o]) for e, o in self.alive[t].nonzero().tolist()}
+                                 for t, s in values.items()}
+        record: dict[str, Any] = {"importance": per_op(scores)}
         if self.config.importance == "fisher":
-            record["fisher"] = {t: {k: 1 / v if v > 0 else None for k, v in ops.items()}
-                                for t, ops in importance.items()}
+            record["fisher"] = {t: {k: v if math.isfinite(v) else None for k, v in ops.items()}
+                                for t, ops in per_op(stat).items()}
         return record
 
     def _apply(self) -> None:
@@ -137,7 +136,7 @@ class ProgressiveShrinking(Hook):
     def genotype(self, searcher: "Searcher") -> Genotype | None:
         """The survivors after the last step; before it, each subset's best alive candidates so far."""
         if self.samples is None:
-            latest = self.scores(searcher)  # α is at hand at any time
+            latest = {t: self.measure.importance(s) for t, s in self.statistic(searcher).items()}  # α: at any time
         elif self.history:
             latest = self.history[-1][1]
         else:

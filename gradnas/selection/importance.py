@@ -5,11 +5,15 @@ authors' code ranks by, ``F = mean φ`` with ``φ = 3·(y − μ)² / s⁶`` (μ
 channels at each pixel). Over the channels it has the closed form ``3(C−1)/C · s⁻⁴``, computed here.
 IIM = 1/F: a constant (or zero) map carries no information, F = ∞, IIM = 0; larger F means less important.
 
-Importance measures map a search model to one (E, |O|) matrix per cell, higher = more important, NaN where an
-op is not computed (removed by shrinking): ``fisher`` returns IIM, ``alpha`` the architecture weights.
+An importance measure collects, per cell, (E, |O|) totals of its statistic and how many samples they sum, NaN
+where an op is not computed (removed by shrinking); the cells sharing a mask are averaged by adding both, so
+data-parallel ranks combine them exactly. ``fisher`` sums F over images and removes the largest mean F, as the
+authors' code does (``shrink_metric.get_iim``: the mean over cells of each cell's mean F), reporting IIM = 1/F̄;
+``alpha`` takes the architecture weights (one sample per cell) and removes the smallest.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import torch
@@ -17,6 +21,24 @@ import torch.nn as nn
 
 from ..edges import MixedOp
 from ..registry import Registry
+
+Totals = tuple[torch.Tensor, torch.Tensor]  # (L, E, |O|) sums of the statistic, (L,) samples summed
+
+
+@dataclass(frozen=True)
+class Measure:
+    collect: Callable[[nn.Module, Iterable | None], Totals]
+    largest_removed: bool  # True: a larger statistic means a less important op (F); False: α
+    label: str             # what the importance plot shows
+
+    def importance(self, stat: torch.Tensor) -> torch.Tensor:
+        """The importance of a mean statistic, higher = more important: 1/F̄ (IIM) or α itself."""
+        return 1 / stat if self.largest_removed else stat
+
+    def rank_key(self, stat: torch.Tensor) -> torch.Tensor:
+        """What shrinking ranks, higher = kept; F̄ itself, negated, so no rounding of 1/F̄ can reorder it."""
+        return -stat if self.largest_removed else stat
+
 
 IMPORTANCE: Registry = Registry("importance measure")
 
@@ -40,13 +62,11 @@ def mixed_op(edge: nn.Module) -> MixedOp:
     return next(m for m in edge.modules() if isinstance(m, MixedOp))
 
 
-@IMPORTANCE.register("fisher")
 @torch.no_grad()
-def information_importance(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
-                           ) -> list[torch.Tensor]:
-    """IIM = 1/F per cell, F averaged over every image of ``batches``, on each active op's raw output (before
-    its weight multiplies it), read by the edges' probes during one ordinary forward per batch. Eval mode:
-    no dropout, and BN without running statistics still normalises with the batch's."""
+def fisher_totals(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> Totals:
+    """Per cell, Σ F_b over every image of ``batches`` of each active op's raw output (before its weight
+    multiplies it), read by the edges' probes during one ordinary forward per batch, and the image count.
+    Eval mode: no dropout; BN without running statistics still normalises with the batch's."""
     cells, op_names = model.net.cells, model.net.op_names
     device = next(model.parameters()).device
     sums = torch.zeros(len(cells), len(cells[0].edges), len(op_names), dtype=torch.float64, device=device)
@@ -74,14 +94,27 @@ def information_importance(model: nn.Module, batches: Iterable[tuple[torch.Tenso
     computed = torch.zeros_like(sums, dtype=torch.bool)
     for c, e, op in edges:
         computed[c, e, op.active] = True
-    iim = torch.where(computed, images / sums, float("nan"))  # 1 / (mean F); F = ∞ gives 0
+    sums = sums.masked_fill(~computed, float("nan"))
     none = [i for i, name in enumerate(op_names) if name == "none"]
-    iim[:, :, none] = 0.0  # a zero map: F = ∞ (METHODS.md §5.3), so it is never computed
-    return list(iim.unbind(0))
+    sums[:, :, none] = float("inf")  # a zero map: F = ∞ (METHODS.md §5.3), so it is never computed
+    return sums, sums.new_full((len(cells),), images)
 
 
-@IMPORTANCE.register("alpha")
 @torch.no_grad()
-def alpha_importance(model: nn.Module, batches: object = None) -> list[torch.Tensor]:
-    """The architecture's op weights (softmax α for DARTS): the S-DARTS ablation ranks by these."""
-    return [w.double() for w in model.arch.selection_weights()]
+def alpha_totals(model: nn.Module, batches: object = None) -> Totals:
+    """The architecture's op weights (softmax α for DARTS), one sample per cell: S-DARTS ranks by these."""
+    weights = torch.stack(model.arch.selection_weights()).double()
+    return weights, weights.new_ones(len(weights))
+
+
+def mean_per_type(totals: Totals, cell_types: list[str]) -> dict[str, torch.Tensor]:
+    """The mean statistic of every cell type: its cells' sums over their sample counts."""
+    sums, counts, means = *totals, {}
+    for t in dict.fromkeys(cell_types):
+        idx = [i for i, k in enumerate(cell_types) if k == t]
+        means[t] = sums[idx].sum(0) / counts[idx].sum()
+    return means
+
+
+IMPORTANCE.register("fisher")(Measure(fisher_totals, largest_removed=True, label="IIM = 1/F"))
+IMPORTANCE.register("alpha")(Measure(alpha_totals, largest_removed=False, label="alpha weight"))

@@ -1,4 +1,7 @@
-"""Rules that turn a cell's (E, |O|) weight matrix into a discrete cell genotype."""
+"""Rules that turn a cell's (E, |O|) weight matrix into a discrete cell genotype.
+
+Weights are ranked in their own precision (float64 weights stay float64), as the authors' code ranks its
+tensors: a cast to float32 would tie weights that differ only beyond its precision."""
 from __future__ import annotations
 
 import torch
@@ -21,7 +24,7 @@ def _node_slices(in_degrees: tuple[int, ...]) -> list[tuple[int, int]]:
 def top2_edges(W: torch.Tensor, op_names: tuple[str, ...], in_degrees: tuple[int, ...]) -> CellGenotype:
     """DARTS rule (METHODS.md §1.1): per node keep the two incoming edges with the strongest non-none op
     (stable: ties go to the lower source), each with its strongest non-none op. Pairs are listed strongest first, as the original code does."""
-    W = W.detach().float().cpu()
+    W = W.detach().cpu()
     usable = torch.tensor([name != "none" for name in op_names])
     masked = W.masked_fill(~usable, float("-inf"))
     best_weight, best_op = masked.max(dim=1)
@@ -35,7 +38,7 @@ def top2_edges(W: torch.Tensor, op_names: tuple[str, ...], in_degrees: tuple[int
 @RULES.register("argmax")
 def argmax_per_edge(W: torch.Tensor, op_names: tuple[str, ...], in_degrees: tuple[int, ...]) -> CellGenotype:
     """NAS-Bench-201 rule (METHODS.md §1.2): every edge keeps its strongest op, none included."""
-    best = W.detach().float().cpu().argmax(dim=1).tolist()
+    best = W.detach().cpu().argmax(dim=1).tolist()
     nodes = tuple(tuple((op_names[best[start + j]], j) for j in range(degree))
                   for start, degree in _node_slices(in_degrees))
     return CellGenotype(nodes, (len(in_degrees),))

@@ -76,25 +76,28 @@ def comparable(space: str, scores: torch.Tensor, op_names: tuple[str, ...]) -> t
     return scores
 
 
-def ranked_alive(scores: torch.Tensor, alive: torch.Tensor, subset: Subset) -> torch.Tensor:
-    """Flat indices of the subset's alive candidates, most important first (ties: the lower index first)."""
+def ranked_alive(scores: torch.Tensor, alive: torch.Tensor, subset: Subset, least_first: bool = False) -> torch.Tensor:
+    """Flat indices of the subset's alive candidates, most (or ``least_first``: least) important first; equal
+    scores keep index order either way."""
     idx = subset.index[alive.flatten()[subset.index]]
-    order = torch.sort(-scores.flatten()[idx], stable=True).indices
-    return idx[order]
+    key = scores.flatten()[idx]
+    return idx[torch.sort(key if least_first else -key, stable=True).indices]
 
 
 def shrink(scores: torch.Tensor, alive: torch.Tensor, subsets: list[Subset], steps: int, step: int) -> torch.Tensor:
     """Step ``step`` of ``steps``: the alive mask (E, |O|) with each subset's least important candidates removed.
 
-    ``scores`` is an (E, |O|) importance matrix (higher = keep); NaN scores of alive candidates are refused."""
+    ``scores`` is an (E, |O|) importance matrix (higher = keep); NaN scores of alive candidates are refused.
+    Among equal scores the candidate first in (edge, op) order goes first, as in the authors' code (a stable
+    sort by F, largest first, in DARTS; ``argmax`` of F, the first maximum, in NB201)."""
     new = alive.clone()
     for subset in subsets:
-        ranked = ranked_alive(scores, alive, subset)
+        ranked = ranked_alive(scores, alive, subset, least_first=True)
         if torch.isnan(scores.flatten()[ranked]).any():
             raise ValueError("an alive candidate has no importance score")
         n = removal_count(len(ranked), subset.keep, steps, step)
         if n > 0:
-            new.view(-1)[ranked[len(ranked) - n:]] = False
+            new.view(-1)[ranked[:n]] = False
     return new
 
 

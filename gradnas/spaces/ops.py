@@ -1,6 +1,7 @@
 """Candidate operations of the DARTS and NAS-Bench-201 spaces (METHODS.md §1.1, §1.2).
 
-Every op maps C → C channels with stride 1 or 2 and is built by ``build_op(space, name, C, stride, affine)``.
+Every op maps C → C channels with stride 1 or 2 and is built by ``build_op(space, name, C, stride, affine)``;
+``pool_bn=False`` drops the BN that follows the DARTS space's pools in the supernet (IS-DARTS's supernet).
 Convolutions are bias-free. ``conv_groups`` groups the pointwise convs inside candidate ops (the
 G-DARTS-A grouped-convolution variant, METHODS.md §4); depthwise convs and cell preprocessing keep theirs.
 
@@ -22,8 +23,9 @@ NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3
 OPS: dict[str, Registry] = {"darts": Registry("DARTS op"), "nb201": Registry("NB201 op")}
 
 
-def build_op(space: str, name: str, C: int, stride: int, affine: bool, conv_groups: int = 1) -> nn.Module:
-    return OPS[space][name](C, stride, affine, conv_groups)
+def build_op(space: str, name: str, C: int, stride: int, affine: bool, conv_groups: int = 1,
+             pool_bn: bool = True) -> nn.Module:
+    return OPS[space][name](C, stride, affine, conv_groups, pool_bn)
 
 
 class ReLUFirst(nn.Module):
@@ -109,23 +111,24 @@ class Zero(nn.Module):
 def _pool(kind: str, C: int, stride: int, affine: bool, with_bn: bool) -> nn.Module:
     pool = (nn.MaxPool2d(3, stride, 1) if kind == "max"
             else nn.AvgPool2d(3, stride, 1, count_include_pad=False))
-    # The DARTS supernet follows each pool with a non-affine BN; evaluation nets (affine=True) do not.
+    # quark0's DARTS supernet follows each pool with a non-affine BN; evaluation nets (affine=True) and the
+    # IS-DARTS supernet (its xautodl POOLING: no BN when C_in = C_out) do not.
     return nn.Sequential(pool, nn.BatchNorm2d(C, affine=False)) if with_bn and not affine else pool
 
 
 _darts, _nb201 = OPS["darts"].register, OPS["nb201"].register
 
-_darts("none")(lambda C, s, affine, g: Zero(s))
-_darts("max_pool_3x3")(lambda C, s, affine, g: _pool("max", C, s, affine, with_bn=True))
-_darts("avg_pool_3x3")(lambda C, s, affine, g: _pool("avg", C, s, affine, with_bn=True))
-_darts("skip_connect")(lambda C, s, affine, g: nn.Identity() if s == 1 else FactorizedReduce(C, C, affine, g))
-_darts("sep_conv_3x3")(lambda C, s, affine, g: SepConv(C, 3, s, 1, affine, g))
-_darts("sep_conv_5x5")(lambda C, s, affine, g: SepConv(C, 5, s, 2, affine, g))
-_darts("dil_conv_3x3")(lambda C, s, affine, g: DilConv(C, 3, s, 2, 2, affine, g))
-_darts("dil_conv_5x5")(lambda C, s, affine, g: DilConv(C, 5, s, 4, 2, affine, g))
+_darts("none")(lambda C, s, affine, g, bn: Zero(s))
+_darts("max_pool_3x3")(lambda C, s, affine, g, bn: _pool("max", C, s, affine, with_bn=bn))
+_darts("avg_pool_3x3")(lambda C, s, affine, g, bn: _pool("avg", C, s, affine, with_bn=bn))
+_darts("skip_connect")(lambda C, s, affine, g, bn: nn.Identity() if s == 1 else FactorizedReduce(C, C, affine, g))
+_darts("sep_conv_3x3")(lambda C, s, affine, g, bn: SepConv(C, 3, s, 1, affine, g))
+_darts("sep_conv_5x5")(lambda C, s, affine, g, bn: SepConv(C, 5, s, 2, affine, g))
+_darts("dil_conv_3x3")(lambda C, s, affine, g, bn: DilConv(C, 3, s, 2, 2, affine, g))
+_darts("dil_conv_5x5")(lambda C, s, affine, g, bn: DilConv(C, 5, s, 4, 2, affine, g))
 
-_nb201("none")(lambda C, s, affine, g: Zero(s))
-_nb201("skip_connect")(lambda C, s, affine, g: nn.Identity() if s == 1 else FactorizedReduce(C, C, affine, g))
-_nb201("nor_conv_1x1")(lambda C, s, affine, g: ReLUConvBN(C, C, 1, s, 0, affine, g))
-_nb201("nor_conv_3x3")(lambda C, s, affine, g: ReLUConvBN(C, C, 3, s, 1, affine, g))
-_nb201("avg_pool_3x3")(lambda C, s, affine, g: _pool("avg", C, s, affine, with_bn=False))
+_nb201("none")(lambda C, s, affine, g, bn: Zero(s))
+_nb201("skip_connect")(lambda C, s, affine, g, bn: nn.Identity() if s == 1 else FactorizedReduce(C, C, affine, g))
+_nb201("nor_conv_1x1")(lambda C, s, affine, g, bn: ReLUConvBN(C, C, 1, s, 0, affine, g))
+_nb201("nor_conv_3x3")(lambda C, s, affine, g, bn: ReLUConvBN(C, C, 3, s, 1, affine, g))
+_nb201("avg_pool_3x3")(lambda C, s, affine, g, bn: _pool("avg", C, s, affine, with_bn=False))
