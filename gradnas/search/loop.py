@@ -164,6 +164,9 @@ class Searcher:
 
     def _setup(self, dataset: ImageDataset | None, state: dict[str, Any] | None) -> None:
         config = self.config
+        # A table named explicitly must be sound before the search starts; $GRADNAS_NB201_TABLE only warns at the end.
+        named = config.space == "nb201" and config.nb201_table
+        self.nb201_table = NB201Table.from_path(config.nb201_table) if named else None
         self.data = dataset if dataset is not None else load_dataset(config.data, config.data_root)
 
         self.model = build_search_model(config, self.data.num_classes, self.data.in_channels)
@@ -325,7 +328,7 @@ class Searcher:
     def _nb201_report(self, genotype: Genotype) -> dict[str, Path]:
         """Table accuracies of the found cell and of the k most probable cells, when the table is at hand."""
         try:
-            table = NB201Table.from_path(self.config.nb201_table)
+            table = self.nb201_table or NB201Table.from_path()
         except GradnasError as err:
             log.warning("no NAS-Bench-201 look-up: %s", err)
             return {}
