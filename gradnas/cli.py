@@ -15,7 +15,7 @@ import typing
 from pathlib import Path
 
 from . import __version__
-from .config import PRESETS, SearchConfig, resolve_config
+from .config import PRESETS, RESUMABLE, SearchConfig, given_options, resolve_config
 from .errors import GradnasError
 from .genotypes import genotype_text
 
@@ -65,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="search an architecture",
                        description=f"Run a search. Methods: {', '.join(PRESETS.names())}.")
     p.add_argument("--config", metavar="FILE", help="YAML or TOML file of options (overridden by flags)")
-    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint (options that "
+                   f"may change: {_flags(RESUMABLE)})")
+    p.add_argument("--overwrite", action="store_true", help="replace the run that --out holds")
     p.add_argument("--dry-run", action="store_true",
                    help="build the supernet, take one step, print its size and memory, and stop")
     _add_config_options(p)
@@ -89,12 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--epochs", nargs="+", type=int, default=[12, 200], help="with --nats-dir: 12 and/or 200")
 
     from .train.export import FORMATS
-    from .train.recipes import HELP as TRAIN_HELP, RECIPES, TrainConfig
+    from .train.recipes import HELP as TRAIN_HELP, RECIPES, RESUMABLE as TRAIN_RESUMABLE, TrainConfig
     p = sub.add_parser("train", help="train a found architecture from scratch",
                        description=f"Train a genotype with a published recipe ({', '.join(RECIPES.names())}).")
     p.add_argument("genotype", nargs="?", help=TRAIN_HELP["genotype"])
     p.add_argument("--config", metavar="FILE", help="YAML or TOML file of options (overridden by flags)")
-    p.add_argument("--resume", metavar="DIR", help="continue the training run in DIR from its last checkpoint")
+    p.add_argument("--resume", metavar="DIR", help="continue the training run in DIR from its last checkpoint "
+                   f"(options that may change: {_flags(TRAIN_RESUMABLE)})")
+    p.add_argument("--overwrite", action="store_true", help="replace the run that --out holds")
     _add_config_options(p, TrainConfig, TRAIN_HELP, skip=("genotype",))
 
     p = sub.add_parser("eval", help="test accuracy, loss, parameters and multiply-accumulates of a trained model")
@@ -117,20 +121,33 @@ def main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def cmd_search(args: argparse.Namespace) -> int:
-    from .search.loop import search
+def _flags(names) -> str:
+    return ", ".join("--" + k.replace("_", "-") for k in sorted(set(names) - {"out"}))
 
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(SearchConfig)}
+
+def _resume_changes(cls: type, args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict:
+    """The options given beside ``--resume`` (flags and a config file); the resumed run takes those it may."""
+    if args.overwrite:
+        raise GradnasError("--resume continues a run and --overwrite replaces it: pass one of them")
+    explicit = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(cls) if f.name not in skip}
+    changes = given_options(cls, explicit, args.config)
+    if Path(changes.pop("out", args.resume)) != Path(args.resume):
+        raise GradnasError("--out and --resume name different directories; the run stays in its own")
+    return changes
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .search.loop import CHECKPOINT, search
+
     if args.resume:
-        ignored = sorted(k for k, v in overrides.items() if v is not None and k != "progress")
-        if ignored or args.config:
-            logging.warning("gradnas: resuming with the run's saved configuration; ignoring %s",
-                            ", ".join(["--" + k.replace("_", "-") for k in ignored] + (["--config"] if args.config else [])))
-        overrides = {"out": args.resume, "progress": args.progress}
-    config = resolve_config(overrides, args.config if not args.resume else None)
+        config, changes = SearchConfig(out=args.resume), _resume_changes(SearchConfig, args)
+    else:
+        config, changes = resolve_config({f.name: getattr(args, f.name) for f in dataclasses.fields(SearchConfig)},
+                                         args.config), None
     if args.dry_run:
         return _dry_run(config)
-    result = search(config, resume=bool(args.resume))
+    args.checkpoint = Path(config.out) / CHECKPOINT  # what Ctrl-C reports (see main)
+    result = search(config, resume=bool(args.resume), overwrite=args.overwrite, changes=changes)
     if not main_process():
         return 0
     print(f"genotype: {genotype_text(result.genotype)}")
@@ -144,7 +161,7 @@ def _dry_run(config) -> int:
     from .profiling import format_bytes
     from .search.loop import Searcher
 
-    report = Searcher(config).dry_run()
+    report = Searcher(config, claim=False).dry_run()
     print(f"supernet: {report['weights']:,} weights, {report['arch_parameters']:,} architecture parameters")
     print(f"one step at batch {report['batch_size']} on {report['device']}: {report['step_seconds']:.2f} s, "
           f"activations saved for backward {format_bytes(report['activation_bytes'])}")
@@ -195,19 +212,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import TrainConfig, train
     from .train.recipes import configure_training
+    from .train.trainer import CHECKPOINT
 
-    overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(TrainConfig)}
-    overrides["genotype"] = args.genotype
-    dataset = None
+    dataset = changes = None
     if args.resume:
-        ignored = sorted(k for k, v in overrides.items() if v is not None and k != "progress")
-        if ignored or args.config:
-            logging.warning("gradnas: resuming with the run's saved configuration; ignoring %s",
-                            ", ".join(["--" + k.replace("_", "-") for k in ignored] + (["--config"] if args.config else [])))
-        config = TrainConfig(out=args.resume, progress=args.progress if args.progress is not None else True)
+        config, changes = TrainConfig(out=args.resume), _resume_changes(TrainConfig, args)
     else:
+        overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(TrainConfig)}
         config, dataset = configure_training(overrides, args.config)
-    result = train(config, dataset, resume=bool(args.resume))
+    args.checkpoint = Path(config.out) / CHECKPOINT  # what Ctrl-C reports (see main)
+    result = train(config, dataset, resume=bool(args.resume), overwrite=args.overwrite, changes=changes)
     if not main_process():
         return 0
     m = result.metrics
@@ -253,7 +267,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gradnas: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("gradnas: interrupted; resume with --resume DIR", file=sys.stderr)
+        checkpoint = getattr(args, "checkpoint", None)
+        if checkpoint is not None and checkpoint.is_file():
+            hint = f"; resume with gradnas {args.command} --resume {checkpoint.parent}"
+        elif checkpoint is not None:
+            hint = " before the first checkpoint: nothing to resume; start again with --overwrite"
+        else:
+            hint = ""
+        print(f"gradnas: interrupted{hint}", file=sys.stderr)
         return 130
 
 

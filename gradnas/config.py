@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
+import types
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
@@ -104,6 +107,9 @@ class SearchConfig:
 
 
 FIELD_NAMES = {f.name for f in fields(SearchConfig)}
+#: What a resumed search may change: rates, clipping, length, logging, device, look-up (see :func:`resumed_config`).
+RESUMABLE = frozenset({"out", "lr", "lr_min", "arch_lr", "grad_clip", "epochs", "log_every", "progress", "device",
+                       "data_root", "nb201_table", "top_k"})
 
 SPACE_DEFAULTS: dict[str, dict[str, Any]] = {
     "darts": {"layers": 8},
@@ -137,17 +143,80 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise GradnasError(f"config file {path} is malformed: {str(err).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise GradnasError(f"config file {path} must hold a mapping of option names to values")
-    return {key.replace("-", "_"): value for key, value in data.items()}
+    return {str(key).replace("-", "_"): value for key, value in data.items()}
+
+
+_KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def check_types(cls: type, values: dict[str, Any], source: str) -> dict[str, Any]:
+    """``values`` checked against the field types of the dataclass ``cls`` (bools, ints, floats, strings, lists,
+    optional fields), one line naming the first wrong key; ints are taken as floats."""
+    hints = typing.get_type_hints(cls)
+    return {key: _typed(value, hints[key], key, source) for key, value in values.items()}
+
+
+def _typed(value: Any, kind: Any, key: str, source: str) -> Any:
+    if isinstance(kind, types.UnionType):  # X | None
+        if value is None:
+            return None
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    if typing.get_origin(kind) is list:
+        if not isinstance(value, (list, tuple)):
+            raise GradnasError(f"{source}: {key} must be a list, got {value!r}")
+        return [_typed(v, typing.get_args(kind)[0], key, source) for v in value]
+    if kind is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
+        raise GradnasError(f"{source}: {key} must be {_KINDS[kind]}, got {value!r}")
+    return value
+
+
+def resumed_config(cls: type, saved: dict[str, Any], changes: dict[str, Any], resumable: frozenset[str],
+                   source: str) -> Any:
+    """The configuration a resumed run continues with: the ``saved`` one with ``changes`` applied, where only the
+    ``resumable`` options may differ; anything else that differs is refused with one line."""
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(saved) - names)
+    if unknown:
+        raise GradnasError(f"{source} holds option(s) this gradnas version does not know: {', '.join(unknown)}")
+    saved = check_types(cls, saved, source)
+    unknown = sorted(set(changes) - names)
+    if unknown:
+        raise GradnasError(f"unknown option(s): {', '.join(unknown)}")
+    changes = check_types(cls, changes, "resume")
+    defaults = cls()
+    fixed = sorted(k for k, v in changes.items() if k not in resumable and v != saved.get(k, getattr(defaults, k)))
+    if fixed:
+        flag = lambda k: "--" + k.replace("_", "-")
+        raise GradnasError(f"a resumed run keeps its configuration: {', '.join(map(flag, fixed))} cannot change "
+                           f"(these can: {', '.join(flag(k) for k in sorted(resumable - {'out'}))})")
+    return cls(**{**saved, **changes})
+
+
+def given_options(cls: type, overrides: dict[str, Any] | None, config_file: str | Path | None) -> dict[str, Any]:
+    """The options of a config file, then the explicit ones (None: not given); names and types checked."""
+    names = {f.name for f in fields(cls)}
+    parts = [(read_config_file(config_file) if config_file else {}, f"config file {config_file}"),
+             ({k: v for k, v in (overrides or {}).items() if v is not None}, "options")]
+    given: dict[str, Any] = {}
+    for values, source in parts:
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise GradnasError(f"{source}: unknown option(s): {', '.join(unknown)}")
+        given.update(check_types(cls, values, source))
+    return given
 
 
 def resolve_config(overrides: dict[str, Any] | None = None, config_file: str | Path | None = None) -> SearchConfig:
     """Build the effective configuration from the layers of defaults, a file and explicit values."""
     _load_presets()
-    given = read_config_file(config_file) if config_file else {}
-    given.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    unknown = sorted(set(given) - FIELD_NAMES)
-    if unknown:
-        raise GradnasError(f"unknown option(s): {', '.join(unknown)}")
+    given = given_options(SearchConfig, overrides, config_file)
     space = given.get("space", SearchConfig.space)
     method = given.get("method", SearchConfig.method)
     if space not in SPACE_DEFAULTS:
@@ -158,17 +227,41 @@ def resolve_config(overrides: dict[str, Any] | None = None, config_file: str | P
     by_data = preset.pop("by_data", {}).get(data_name, {})
     values = {**SPACE_DEFAULTS[space], **preset, **by_data, **given}
     config = SearchConfig(**values)
-    _check(config)
+    check_config(config)
     return config
 
 
-def _check(config: SearchConfig) -> None:
-    positive = ("epochs", "batch_size", "channels", "partial_k", "groups", "conv_groups")
-    for name in positive:
-        if getattr(config, name) < 1:
+def check_config(config: SearchConfig) -> None:
+    """Every value in its range, before any work starts (one line naming the option)."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise GradnasError(f"{f.name} must be a finite number, got {value}")
+    at_least_1 = ("epochs", "batch_size", "channels", "partial_k", "groups", "conv_groups", "log_every", "top_k",
+                  "layers", "steps_per_epoch")
+    for name in at_least_1:
+        if getattr(config, name) is not None and getattr(config, name) < 1:
             raise GradnasError(f"{name} must be at least 1, got {getattr(config, name)}")
-    if config.layers is not None and config.layers < 1:
-        raise GradnasError(f"layers must be at least 1, got {config.layers}")
+    for name in ("lr", "grad_clip", "shrink_rate"):
+        if getattr(config, name) <= 0:
+            raise GradnasError(f"{name} must be positive, got {getattr(config, name)}")
+    for name in ("lr_min", "arch_lr", "momentum", "weight_decay", "arch_weight_decay", "arch_warmup_epochs",
+                 "cutout", "attention_spread", "iim_samples", "iim_every", "shrink_interval", "seed"):
+        if (getattr(config, name) or 0) < 0:
+            raise GradnasError(f"{name} must not be negative, got {getattr(config, name)}")
+    if config.shrink_rate > 1:
+        raise GradnasError(f"shrink_rate must lie in (0, 1], got {config.shrink_rate}")
+    if config.seed >= 2 ** 32:
+        raise GradnasError(f"seed must be below 2**32 (NumPy's limit), got {config.seed}")
+    if config.nesterov and config.momentum == 0:
+        raise GradnasError("nesterov needs a positive momentum")
+    if len(config.arch_betas) != 2 or not all(0 <= b < 1 for b in config.arch_betas):
+        raise GradnasError(f"arch_betas must be two numbers in [0, 1), got {config.arch_betas}")
+    if config.order == 2 and config.arch_update != "bilevel":
+        raise GradnasError(f"order 2 applies to the bilevel architecture update; method {config.method!r} "
+                           f"uses {config.arch_update!r}")
+    if config.ops is not None:
+        _check_ops(config)
     if config.order not in (1, 2):
         raise GradnasError(f"order must be 1 or 2, got {config.order}")
     if not 0.0 < config.train_portion < 1.0:
@@ -186,6 +279,19 @@ def _check(config: SearchConfig) -> None:
     if config.channels % config.partial_k:
         raise GradnasError(f"channels ({config.channels}) must be divisible by partial_k ({config.partial_k})")
     _check_groups(config)
+
+
+def _check_ops(config: SearchConfig) -> None:
+    from .spaces import OPS  # the op registries import torch: only when ops are given
+
+    known = OPS[config.space].names()
+    unknown = [op for op in config.ops if op not in known]
+    if unknown:
+        raise GradnasError(f"unknown {config.space} op(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+    if len(set(config.ops)) != len(config.ops):
+        raise GradnasError(f"ops lists an op twice: {' '.join(config.ops)}")
+    if not set(config.ops) - {"none"}:
+        raise GradnasError("ops needs at least one op besides none: a cell of none alone computes nothing")
 
 
 def _check_groups(config: SearchConfig) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import GradnasError
+from .rundir import write_atomic
 from .spaces.ops import DARTS_OPS, NB201_OPS
 
 Pair = tuple[str, int]
@@ -338,7 +339,7 @@ def _cell_from_dict(c: object, where: str) -> CellGenotype:
 def save_genotype(g: Genotype, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(genotype_to_dict(g), indent=1) + "\n")
+    write_atomic(path, json.dumps(genotype_to_dict(g), indent=1) + "\n")
     return path
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from . import __version__
+from .rundir import write_atomic
 
 log = logging.getLogger("gradnas")
 
@@ -35,17 +36,20 @@ def environment(device: torch.device, seed: int, deterministic: bool) -> dict[st
 
 
 class RunLog:
-    """Per-epoch records as JSON lines plus TensorBoard scalars for every numeric field."""
+    """Per-epoch records as JSON lines plus TensorBoard scalars for every numeric field.
+
+    The log is rewritten whole and atomically with every record (it holds one line per epoch), so a kill or a
+    full disk never leaves half a line."""
 
     def __init__(self, out: Path, resume_epoch: int = 0):
         self.path = out / "log.jsonl"
         # A resumed run redoes the epochs after its checkpoint: drop their lines if a kill left any.
-        kept = [line for line in self._lines() if json.loads(line)["epoch"] < resume_epoch]
-        self.path.write_text("".join(line + "\n" for line in kept))
+        self._lines = [line for line in self._read() if _epoch(line) < resume_epoch]
+        write_atomic(self.path, "".join(line + "\n" for line in self._lines))
         self._tb_dir = out / "tensorboard"
         self._writer = None
 
-    def _lines(self) -> list[str]:
+    def _read(self) -> list[str]:
         return [ln for ln in self.path.read_text().splitlines() if ln.strip()] if self.path.exists() else []
 
     @property
@@ -56,18 +60,26 @@ class RunLog:
         return self._writer
 
     def write(self, record: dict[str, Any]) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        self._lines.append(json.dumps(record))
+        write_atomic(self.path, "".join(line + "\n" for line in self._lines))
         for key, value in _scalars(record):
             self.writer.add_scalar(key, value, record["epoch"])
         self.writer.flush()
 
     def history(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self._lines()]
+        return [json.loads(line) for line in self._lines]
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+
+
+def _epoch(line: str) -> float:
+    """The epoch of a log line; a line a kill cut short counts as not written."""
+    try:
+        return json.loads(line)["epoch"]
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
 
 
 def _scalars(record: dict[str, Any], prefix: str = ""):

@@ -54,8 +54,17 @@ class FiniteGuard:
             bad |= ~torch.isfinite(loss)
         self.first_bad = torch.where((self.first_bad < 0) & bad, step, self.first_bad)
 
-    def check(self, epoch: int, checkpoint: Path, advice: str) -> None:
+    def check(self, epoch: int, checkpoint: Path, command: str, options: str) -> None:
         step = int(self.first_bad.item())
         if step >= 0:
-            raise GradnasError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}; stopped. The last good "
-                               f"checkpoint ({checkpoint}) is intact: {advice} and --resume")
+            raise GradnasError(stopped(f"non-finite loss at epoch {epoch + 1}, step {step + 1}", checkpoint, command,
+                                       options))
+
+
+def stopped(what: str, checkpoint: Path, command: str, options: str) -> str:
+    """The line of a run of ``gradnas command`` stopped by a divergence, with the way on that exists: resume the
+    checkpoint with lower rates (``options``, e.g. ``"--lr"``), or, before the first one, start again."""
+    if checkpoint.is_file():
+        return (f"{what}; stopped. The last good checkpoint ({checkpoint}) is intact: resume it with a lower "
+                f"{options} (gradnas {command} --resume {checkpoint.parent} {options.split()[0]} VALUE)")
+    return f"{what}; stopped before the first checkpoint: start again with a lower {options}"

@@ -23,6 +23,7 @@ from matplotlib.transforms import Bbox
 
 from .errors import GradnasError
 from .genotypes import SHORT_NAMES, CellGenotype, Genotype, reduction_indices, validate
+from .rundir import write_atomic
 
 Node = tuple[str, str, str]  # id, label, kind ("input", "inner", "output")
 Edge = tuple[str, str, str]  # source id, target id, op label ("" for the concat into the output)
@@ -244,5 +245,5 @@ def _save(fig: Figure, path: Path, labels: list[_Label]) -> list[Path]:
     _place_labels(fig, labels)
     files = _files(path)
     for file in files:
-        fig.savefig(file, dpi=150, bbox_inches="tight")
+        write_atomic(file, lambda f: fig.savefig(f, format=Path(file).suffix[1:], dpi=150, bbox_inches="tight"))
     return files

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import GradnasError
+from ..errors import GradnasError, first_line
 from ..genotypes import Genotype, format_arch_string, nb201_from_edges, parse_arch_string
 from ..spaces.ops import NB201_OPS
 
@@ -78,8 +78,15 @@ class NB201Table:
         path = Path(path).expanduser()
         if not path.is_file():
             raise GradnasError(f"NAS-Bench-201 table {path} does not exist (set by {CLI_OPTION} or {ENV_VAR})")
+        try:
+            return cls._read(path)
+        except (UnicodeDecodeError, csv.Error) as e:  # a binary file, NUL bytes
+            raise GradnasError(f"NAS-Bench-201 table {path} is not a CSV text file ({first_line(e, 80)})") from None
+
+    @classmethod
+    def _read(cls, path: Path) -> NB201Table:
         index, codes, acc = [], [], []
-        with path.open(newline="") as f:
+        with path.open(newline="", encoding="utf-8") as f:
             reader = csv.reader(f)
             header = next(reader, [])
             missing = [c for c in ("index", "arch", *DATASETS.values()) if c not in header]

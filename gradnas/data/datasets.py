@@ -23,6 +23,9 @@ import torch.nn.functional as F
 from ..errors import GradnasError
 
 Stats = tuple[tuple[float, ...], tuple[float, ...]]
+#: The most classes a dataset may have: a label is also a row of the classifier, so a stray 10⁹ must not
+#: allocate one (ImageNet-21k has about 21,800).
+MAX_CLASSES = 100_000
 
 
 @dataclass(repr=False)
@@ -77,6 +80,7 @@ def load_dataset(spec: str = "digits", root: str | Path | None = None, download:
             raise GradnasError(f"unknown dataset {spec!r}: choose digits, cifar10, cifar100, "
                                "a .npz file or a directory")
     name, x_train, y_train, x_test, y_test, num_classes, stats = parts
+    _check_labels(name, y_train, y_test, num_classes)
     if image_size is not None and x_train.shape[-2:] != (image_size, image_size):
         x_train, x_test = _resize(x_train, image_size), _resize(x_test, image_size)
     mean, std = stats or _channel_stats(x_train)
@@ -302,11 +306,14 @@ def _image_folder(root: Path, image_size: int | None) -> Parts:
         mode = "L" if all(m in _GRAY_MODES for m in modes) else "RGB"
 
         def decode(path: Path) -> np.ndarray:
-            with Image.open(path) as im:
-                im = im.convert(mode)
-                if im.size != (image_size, image_size):
-                    im = im.resize((image_size, image_size), Image.Resampling.BILINEAR)
-                return np.asarray(im)
+            try:
+                with Image.open(path) as im:
+                    im = im.convert(mode)
+                    if im.size != (image_size, image_size):
+                        im = im.resize((image_size, image_size), Image.Resampling.BILINEAR)
+                    return np.asarray(im)
+            except (OSError, ValueError, UnidentifiedImageError) as e:  # e.g. a file cut short after its header
+                raise GradnasError(f"cannot decode image {path}: {e}") from None
 
         pixels = np.stack(list(pool.map(decode, files)))
     x = torch.from_numpy(pixels).reshape(len(files), image_size, image_size, -1).permute(0, 3, 1, 2).contiguous()
@@ -321,6 +328,19 @@ def _images(d: Path) -> list[Path]:
 
 
 # ----------------------------------------------------------------------------------------------- helpers
+def _check_labels(name: str, y_train: torch.Tensor, y_test: torch.Tensor, num_classes: int) -> None:
+    """Labels 0..K-1 with 2 <= K <= MAX_CLASSES, and at least two classes to tell apart in the training split."""
+    if not 2 <= num_classes <= MAX_CLASSES:
+        raise GradnasError(f"{name}: labels must be 0..K-1 with 2 <= K <= {MAX_CLASSES:,} classes, got K = "
+                           f"{num_classes:,} (the largest label + 1)")
+    for split, y in (("train", y_train), ("test", y_test)):
+        if len(y) and not 0 <= int(y.min()) <= int(y.max()) < num_classes:
+            raise GradnasError(f"{name}: {split} labels must lie in 0..{num_classes - 1}, got {int(y.min())}.."
+                               f"{int(y.max())}")
+    if len(torch.unique(y_train)) < 2:
+        raise GradnasError(f"{name}: the training split holds a single class; a classifier needs at least two")
+
+
 def _resize(x: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
     """Antialiased bilinear resize of uint8 NCHW images, in chunks so a float copy never holds the whole set."""
     return torch.cat([F.interpolate(c.float(), size=(size, size), mode="bilinear", antialias=True,

@@ -13,12 +13,15 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..errors import GradnasError
+from ..errors import GradnasError, first_line
 from ..genotypes import Genotype, genotype_from_dict, genotype_to_dict
 from .darts_eval import NetworkCIFAR, NetworkImageNet
 from .nb201_eval import NB201Network
 
 FORMAT, VERSION, FILENAME = "gradnas-model", 1, "model.pt"
+#: What a model file must hold (and of which type), and the input description its ``meta`` must give.
+PARTS = {"network": str, "kwargs": dict, "genotype": dict, "state_dict": dict, "meta": dict}
+META = ("num_classes", "in_channels", "image_size", "mean", "std")
 NETWORKS: dict[str, type[nn.Module]] = {"cifar": NetworkCIFAR, "imagenet": NetworkImageNet, "nb201": NB201Network}
 
 
@@ -35,10 +38,15 @@ class SavedModel:
     genotype: Genotype
     state_dict: dict[str, torch.Tensor]
     meta: dict[str, Any]                  # num_classes, in_channels, image_size, mean, std, dataset, ...
+    source: str = FILENAME                # the file it was read from, for messages
 
     def build(self, device: str | torch.device = "cpu") -> nn.Module:
-        model = build_network(self.network, self.genotype, **self.kwargs)
-        model.load_state_dict(self.state_dict)
+        try:
+            model = build_network(self.network, self.genotype, **self.kwargs)
+            model.load_state_dict(self.state_dict)
+        except (RuntimeError, TypeError, ValueError, KeyError) as err:
+            raise GradnasError(f"{self.source}: the weights do not fit the network it describes "
+                               f"({first_line(err)})") from None
         return model.to(device).eval()
 
     def input_shape(self, batch: int = 1) -> tuple[int, int, int, int]:
@@ -78,8 +86,12 @@ def read_model(path: str | Path) -> SavedModel:
         raise GradnasError(f"{file} is not a gradnas model file")
     if d.get("version") != VERSION:
         raise GradnasError(f"{file}: unsupported model version {d.get('version')!r}; this gradnas reads {VERSION}")
+    missing = [k for k, kind in PARTS.items() if not isinstance(d.get(k), kind)]
+    missing += [f"meta.{k}" for k in META if not missing and k not in d["meta"]]
+    if missing:
+        raise GradnasError(f"{file} lacks {', '.join(missing)}: damaged or written by another version")
     return SavedModel(d["network"], d["kwargs"], genotype_from_dict(d["genotype"], str(file)), d["state_dict"],
-                      d["meta"])
+                      d["meta"], str(file))
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:

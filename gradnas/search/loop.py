@@ -21,25 +21,28 @@ from tqdm.auto import tqdm
 
 from ..arch import ARCHITECTURES, EdgeNormalization, GroupAttention
 from ..benchmarks.nb201 import NB201Table, search_report
-from ..config import SearchConfig
+from ..config import RESUMABLE, SearchConfig, check_config, resumed_config
 from ..data import Augment, DeviceLoader, ImageDataset, load_dataset, search_split
 from ..distributed import average_, convert_sync_batchnorm, init_from_env
 from ..edges import EDGES
-from ..errors import GradnasError
+from ..errors import GradnasError, first_line
 from ..genotypes import Genotype, genotype_text, save_genotype
 from ..profiling import saved_activation_bytes, state_bytes
 from ..runlog import RunLog, environment, log
-from ..runtime import FiniteGuard, autocast_dtype, resolve_device
+from ..rundir import RunDir, write_atomic
+from ..runtime import FiniteGuard, autocast_dtype, resolve_device, stopped
 from ..selection import derive_genotype
 from ..spaces import DEFAULT_OPS, SPACES
 from ..spaces.blocks import drop_running_stats
 from ..viz import draw_genotype
 from .bilevel import ARCH_UPDATES
-from .checkpoint import load_checkpoint, rng_state, save_atomic, seed_everything, set_rng_state
+from .checkpoint import load_checkpoint, nonfinite, rng_state, save_atomic, seed_everything, set_rng_state
 from .hooks import build_hooks
 from .model import SearchModel
 
 CHECKPOINT = "checkpoint.pt"
+REQUIRED = ("epoch", "config", "model", "optimizer", "scheduler", "update", "hooks", "train_loader", "val_loader",
+            "rng", "history")
 
 
 @dataclass
@@ -78,6 +81,19 @@ def build_search_model(config: SearchConfig, num_classes: int, in_channels: int 
         arch.add(GroupAttention(len(net.cell_types), arch.num_edges, config.groups, config.attention_spread,
                                 config.attention_sigmoid))
     return SearchModel(net, arch)
+
+
+def check_image_size(model: SearchModel, in_channels: int, size: int) -> None:
+    """One line, before any work, when ``size``×``size`` images are too small for the supernet's reductions: an
+    eval-mode forward of two blank images, with the random state put back (PC-DARTS draws channels)."""
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            model.eval()(torch.zeros(2, in_channels, size, size))
+    except RuntimeError as err:
+        raise GradnasError(f"{size}×{size} images do not fit this supernet ({first_line(err)}); use larger images "
+                           "(an .npz or image folder at a larger size) or fewer cells") from None
+    finally:
+        model.train()
 
 
 def weight_step(model: nn.Module, criterion, optimizer: torch.optim.Optimizer, weights: list[torch.Tensor],
@@ -121,19 +137,44 @@ def place_model(model: SearchModel, config: SearchConfig, device: torch.device) 
 class Searcher:
     """Holds the state of one search run; :meth:`run` executes it (resuming when asked)."""
 
-    def __init__(self, config: SearchConfig, dataset: ImageDataset | None = None, resume: bool = False):
+    def __init__(self, config: SearchConfig, dataset: ImageDataset | None = None, resume: bool = False,
+                 overwrite: bool = False, changes: dict[str, Any] | None = None, claim: bool = True):
+        """``resume``: continue the run in ``config.out`` under its saved configuration, with ``changes`` (only
+        :data:`~gradnas.config.RESUMABLE` options may differ). ``overwrite``: replace the run ``config.out`` holds.
+        ``claim=False`` (a dry run) leaves the run directory alone."""
         self.out = Path(config.out)
         self.checkpoint_path = self.out / CHECKPOINT
-        state = load_checkpoint(self.checkpoint_path) if resume else None
-        if state is not None:  # the run's own configuration; only where it writes and its display may change
-            config = SearchConfig(**{**state["config"], "out": str(self.out), "progress": config.progress})
+        state = load_checkpoint(self.checkpoint_path, REQUIRED) if resume else None
+        if state is not None:  # the run's own configuration; only where it writes and the safe options may change
+            config = resumed_config(SearchConfig, state["config"], {"out": str(self.out), "progress": config.progress,
+                                    **(changes or {})}, RESUMABLE, f"checkpoint {self.checkpoint_path}")
+            check_config(config)
+            if config.epochs < state["epoch"]:
+                raise GradnasError(f"epochs ({config.epochs}) is fewer than the {state['epoch']} the run has done")
         self.config = config
-        self.out.mkdir(parents=True, exist_ok=True)
         seed_everything(config.seed, config.deterministic)
         self.device, self.dist = init_from_env(resolve_device(config.device))
+        self.run_dir = RunDir(self.out, resume, overwrite) if claim and self.dist.is_main else None
+        try:
+            self._setup(dataset, state)
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        """Give up the run directory (the end of :meth:`run` does)."""
+        if self.run_dir is not None:
+            self.run_dir.release()
+
+    def _setup(self, dataset: ImageDataset | None, state: dict[str, Any] | None) -> None:
+        config = self.config
+        # A table named explicitly must be sound before the search starts; $GRADNAS_NB201_TABLE only warns at the end.
+        named = config.space == "nb201" and config.nb201_table
+        self.nb201_table = NB201Table.from_path(config.nb201_table) if named else None
         self.data = dataset if dataset is not None else load_dataset(config.data, config.data_root)
 
         self.model = build_search_model(config, self.data.num_classes, self.data.in_channels)
+        check_image_size(self.model, self.data.in_channels, self.data.image_size)
         if config.sync_bn and self.dist.enabled:
             convert_sync_batchnorm(self.model.net, self.device.type)
         self.memory_format = place_model(self.model, config, self.device)
@@ -160,8 +201,12 @@ class Searcher:
         self.start_epoch = 0
         self.history: list[dict[str, Any]] = []
         if state is not None:
-            self._restore(state)
-        self.log = RunLog(self.out, self.start_epoch) if self.dist.is_main else None  # rank 0 writes
+            try:
+                self._restore(state)
+            except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
+                raise GradnasError(f"checkpoint {self.checkpoint_path} does not fit the run it describes "
+                                   f"({config.space} space): {first_line(err)}") from None
+        self.log = RunLog(self.out, self.start_epoch) if self.run_dir is not None else None  # rank 0 writes
 
     # -- setup ------------------------------------------------------------------------------------
     def _build_loaders(self) -> None:
@@ -204,6 +249,21 @@ class Searcher:
             self.val_loader.load_state_dict(state["val_loader"])
         set_rng_state(state["rng"])
         self.start_epoch, self.history = state["epoch"], state["history"]
+        self._apply_changes(SearchConfig(**{**self.config.to_dict(), **state["config"]}))
+
+    def _apply_changes(self, saved: SearchConfig) -> None:
+        """After a resume that changed the rates or the length: the cosine goes on from where it stood, toward
+        the new end, between the new rates. Left alone otherwise, so that a plain resume is bit-identical."""
+        c, s = self.config, self.scheduler
+        if (c.lr, c.lr_min, c.epochs) != (saved.lr, saved.lr_min, saved.epochs):
+            s.base_lrs, s.eta_min = [c.lr], c.lr_min
+            s.T_max = c.epochs * (self.steps if c.lr_per_step else 1)
+            for group in self.optimizer.param_groups:
+                group["initial_lr"] = c.lr
+                group["lr"] = c.lr_min + (c.lr - c.lr_min) * (1 + math.cos(math.pi * s.last_epoch / s.T_max)) / 2
+        if c.arch_lr != saved.arch_lr and hasattr(self.update, "optimizer"):
+            for group in self.update.optimizer.param_groups:
+                group["lr"] = c.arch_lr
 
     # -- the loop ---------------------------------------------------------------------------------
     def genotype(self) -> Genotype:
@@ -214,11 +274,17 @@ class Searcher:
         return derive_genotype(self.model.arch, self.config.space, self.config.selection)
 
     def run(self) -> SearchResult:
+        try:
+            return self._run()
+        finally:
+            self.release()
+
+    def _run(self) -> SearchResult:
         c, main = self.config, self.dist.is_main
         if main:
-            (self.out / "config.yaml").write_text(yaml.safe_dump(c.to_dict(), sort_keys=False))
+            write_atomic(self.out / "config.yaml", yaml.safe_dump(c.to_dict(), sort_keys=False))
             env = environment(self.device, c.seed, c.deterministic) | {"world_size": self.dist.world_size}
-            (self.out / "env.json").write_text(json.dumps(env, indent=2))
+            write_atomic(self.out / "env.json", json.dumps(env, indent=2))
         steps = self.steps
         bar = tqdm(total=(c.epochs - self.start_epoch) * steps, disable=not (c.progress and main), unit="step",
                    dynamic_ncols=True, leave=False)
@@ -239,9 +305,14 @@ class Searcher:
                 record.update(genotype=genotype_text(genotype), arch=self.model.arch.summary(),
                               seconds=round(time.perf_counter() - started, 3))
                 self.history.append(record)
+                state = self.state_dict(epoch + 1)
+                bad = nonfinite(state)
+                if bad:  # a kept checkpoint must be one to resume from
+                    raise GradnasError(stopped(f"non-finite {bad[0]} after epoch {epoch + 1}", self.checkpoint_path,
+                                               "search", "--lr or --arch-lr"))
                 if main:
                     self.log.write(record)
-                    save_atomic(self.state_dict(epoch + 1), self.checkpoint_path)
+                    save_atomic(state, self.checkpoint_path)
                     log.info("epoch %d/%d %s", epoch + 1, c.epochs, _brief(record))
         finally:
             bar.close()
@@ -261,14 +332,13 @@ class Searcher:
     def _nb201_report(self, genotype: Genotype) -> dict[str, Path]:
         """Table accuracies of the found cell and of the k most probable cells, when the table is at hand."""
         try:
-            table = NB201Table.from_path(self.config.nb201_table)
+            table = self.nb201_table or NB201Table.from_path()
         except GradnasError as err:
             log.warning("no NAS-Bench-201 look-up: %s", err)
             return {}
         probs = self.model.arch()[0].ops.detach()
         text = search_report(table, genotype, probs, self.config.top_k)
-        path = self.out / "nb201.txt"
-        path.write_text(text + "\n")
+        path = write_atomic(self.out / "nb201.txt", text + "\n")
         return {"nb201": path}
 
     def train_epoch(self, epoch: int, steps: int, bar: tqdm) -> dict[str, float]:
@@ -295,7 +365,7 @@ class Searcher:
             totals[4] += len(y)
             guard.update(step, loss, *([val_loss] if arch_active else []))
             if (step + 1) % c.log_every == 0 or step + 1 == steps:
-                guard.check(epoch, self.checkpoint_path, "lower --lr or --arch-lr")
+                guard.check(epoch, self.checkpoint_path, "search", "--lr or --arch-lr")
                 n = totals[4].item()
                 bar.set_description(f"epoch {epoch + 1}/{c.epochs}")
                 bar.set_postfix(loss=f"{totals[0].item() / n:.3f}", acc=f"{100 * totals[1].item() / n:.1f}")
@@ -353,16 +423,22 @@ def _brief(record: dict[str, Any]) -> str:
 
 def final_edge_probabilities(checkpoint: Path) -> torch.Tensor:
     """The first cell's op weights under a saved search's architecture (NB201: its per-edge softmax)."""
-    state = load_checkpoint(checkpoint)
-    config = SearchConfig(**state["config"])
-    num_classes = state["model"]["net.classifier.weight"].shape[0]
-    in_channels = state["model"]["net.stem.0.weight"].shape[1]
-    model = build_search_model(config, num_classes, in_channels)
-    model.load_state_dict(state["model"])
+    state = load_checkpoint(checkpoint, ("epoch", "config", "model"))
+    config = resumed_config(SearchConfig, state["config"], {}, RESUMABLE, f"checkpoint {checkpoint}")
+    try:
+        num_classes = state["model"]["net.classifier.weight"].shape[0]
+        in_channels = state["model"]["net.stem.0.weight"].shape[1]
+        model = build_search_model(config, num_classes, in_channels)
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError) as err:
+        raise GradnasError(f"checkpoint {checkpoint} does not fit the run it describes ({config.space} space): "
+                           f"{first_line(err)}") from None
     with torch.no_grad():
         return model.arch()[0].ops
 
 
-def search(config: SearchConfig, dataset: ImageDataset | None = None, resume: bool = False) -> SearchResult:
-    """Run (or resume) a search and return its genotype, per-epoch history and output paths."""
-    return Searcher(config, dataset, resume).run()
+def search(config: SearchConfig, dataset: ImageDataset | None = None, resume: bool = False, overwrite: bool = False,
+           changes: dict[str, Any] | None = None) -> SearchResult:
+    """Run (or resume) a search and return its genotype, per-epoch history and output paths; see :class:`Searcher`
+    for ``resume``, ``overwrite`` and ``changes``."""
+    return Searcher(config, dataset, resume, overwrite, changes).run()

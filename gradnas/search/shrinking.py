@@ -22,6 +22,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 from ..data import DeviceLoader
 from ..errors import GradnasError
 from ..genotypes import Genotype, validate
+from ..rundir import write_atomic
 from ..selection.importance import IMPORTANCE, mean_per_type, mixed_op
 from ..selection.shrinking import (Subset, comparable, comparison_subsets, shrink, shrink_epochs, survivor_cell,
                                    survivors)
@@ -200,5 +201,5 @@ def plot_importance(history: list[tuple[int, Scores]], schedule: list[int], subs
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7), fontsize=7, frameon=False)
     fig.subplots_adjust(left=0.07, right=0.98, top=0.94, bottom=0.6 / fig.get_figheight() + 0.08, hspace=0.45,
                         wspace=0.3)
-    fig.savefig(path, dpi=100)
+    write_atomic(path, lambda f: fig.savefig(f, format=Path(path).suffix[1:], dpi=100))
     return path

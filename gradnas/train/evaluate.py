@@ -22,6 +22,7 @@ from ..data import DeviceLoader, load_dataset
 from ..errors import GradnasError
 from ..models import count_parameters
 from ..models.saved import SavedModel, read_model
+from ..rundir import write_atomic
 from ..runtime import resolve_device
 
 
@@ -103,7 +104,7 @@ def evaluate_saved(path: str | Path, data: str | None = None, data_root: str | N
     if write:
         out = Path(path)
         out = out if out.is_dir() else out.parent
-        (out / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_atomic(out / "eval.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 

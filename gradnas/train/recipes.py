@@ -26,7 +26,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ..config import read_config_file
+from ..config import given_options
 from ..data import ImageDataset, load_dataset
 from ..errors import GradnasError
 from ..genotypes import Genotype, parse_genotype
@@ -80,6 +80,9 @@ class TrainConfig:
 
 
 FIELD_NAMES = {f.name for f in fields(TrainConfig)}
+#: What a resumed training run may change: rates, clipping, length, logging, device (the schedule follows).
+RESUMABLE = frozenset({"out", "lr", "lr_min", "grad_clip", "epochs", "log_every", "eval_every", "progress", "device",
+                       "data_root"})
 
 HELP = {
     "genotype": "genotype: published name, JSON file, search directory, DARTS text or NB201 arch string",
@@ -132,12 +135,7 @@ def configure_training(overrides: dict[str, Any] | None = None,
 
 
 def _given(overrides: dict[str, Any] | None, config_file: str | Path | None) -> dict[str, Any]:
-    given = read_config_file(config_file) if config_file else {}
-    given.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    unknown = sorted(set(given) - FIELD_NAMES)
-    if unknown:
-        raise GradnasError(f"unknown option(s): {', '.join(unknown)}")
-    return given
+    return given_options(TrainConfig, overrides, config_file)
 
 
 def _genotype(given: dict[str, Any]) -> Genotype:
@@ -165,6 +163,17 @@ def default_recipe(genotype: Genotype, dataset: ImageDataset | None = None) -> s
 
 
 def check_train_config(c: TrainConfig, genotype: Genotype) -> None:
+    for f in fields(c):
+        if isinstance(getattr(c, f.name), float) and not math.isfinite(getattr(c, f.name)):
+            raise GradnasError(f"{f.name} must be a finite number, got {getattr(c, f.name)}")
+    if not 0 <= c.seed < 2 ** 32:
+        raise GradnasError(f"seed must lie in [0, 2**32), got {c.seed}")
+    if c.steps_per_epoch is not None and c.steps_per_epoch < 1:
+        raise GradnasError(f"steps_per_epoch must be at least 1, got {c.steps_per_epoch}")
+    if c.lr <= 0:
+        raise GradnasError(f"lr must be positive, got {c.lr}")
+    if c.nesterov and c.momentum == 0:
+        raise GradnasError("nesterov needs a positive momentum")
     for name in ("epochs", "batch_size", "channels", "layers", "eval_every", "log_every"):
         if getattr(c, name) < 1:
             raise GradnasError(f"{name} must be at least 1, got {getattr(c, name)}")

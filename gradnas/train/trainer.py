@@ -27,17 +27,20 @@ from tqdm.auto import tqdm
 
 from ..data import Augment, DeviceLoader, ImageDataset, load_dataset
 from ..distributed import convert_sync_batchnorm, init_from_env
-from ..errors import GradnasError
+from ..errors import GradnasError, first_line
 from ..genotypes import Genotype, genotype_from_dict, genotype_to_dict, parse_genotype, save_genotype
 from ..models import count_parameters
 from ..models.saved import FILENAME, build_network, model_record
 from ..runlog import RunLog, environment, log
-from ..runtime import FiniteGuard, autocast_dtype, resolve_device
-from ..search.checkpoint import load_checkpoint, rng_state, save_atomic, seed_everything, set_rng_state
+from ..config import resumed_config
+from ..rundir import RunDir, write_atomic
+from ..runtime import FiniteGuard, autocast_dtype, resolve_device, stopped
+from ..search.checkpoint import load_checkpoint, nonfinite, rng_state, save_atomic, seed_everything, set_rng_state
 from .evaluate import count_macs, eval_loader, evaluate
-from .recipes import TrainConfig, drop_path_prob, learning_rate
+from .recipes import RESUMABLE, TrainConfig, check_train_config, drop_path_prob, learning_rate
 
 CHECKPOINT = "train_checkpoint.pt"  # not the search's checkpoint.pt: `gradnas bench` tells the runs apart by it
+REQUIRED = ("epoch", "config", "genotype", "model", "optimizer", "scaler", "train_loader", "rng", "history")
 
 
 @dataclass
@@ -85,23 +88,44 @@ def check_image_size(model: nn.Module, in_channels: int, size: int) -> None:
 class Trainer:
     """Holds the state of one training run; :meth:`run` executes it (resuming when asked)."""
 
-    def __init__(self, config: TrainConfig, dataset: ImageDataset | None = None, resume: bool = False):
+    def __init__(self, config: TrainConfig, dataset: ImageDataset | None = None, resume: bool = False,
+                 overwrite: bool = False, changes: dict[str, Any] | None = None):
+        """``resume``: continue the run in ``config.out`` under its saved configuration, with ``changes`` (only
+        :data:`~gradnas.train.recipes.RESUMABLE` options may differ). ``overwrite``: replace the run it holds."""
         self.out = Path(config.out)
         self.checkpoint_path = self.out / CHECKPOINT
         if (self.out / "checkpoint.pt").is_file():  # its log, config and diagrams would be overwritten
             raise GradnasError(f"{self.out} holds a search run; train into another directory (--out)")
-        state = load_checkpoint(self.checkpoint_path) if resume else None
-        if state is not None:  # the run's own configuration; only where it writes and its display may change
-            config = TrainConfig(**{**state["config"], "out": str(self.out), "progress": config.progress})
-            self.genotype = genotype_from_dict(state["genotype"], str(self.checkpoint_path))
+        state = load_checkpoint(self.checkpoint_path, REQUIRED) if resume else None
+        if state is not None:  # the run's own configuration; only where it writes and the safe options may change
+            where = f"checkpoint {self.checkpoint_path}"
+            self.genotype = genotype_from_dict(state["genotype"], where)
+            config = resumed_config(TrainConfig, state["config"], {"out": str(self.out), "progress": config.progress,
+                                    **(changes or {})}, RESUMABLE, where)
+            check_train_config(config, self.genotype)
+            if config.epochs < state["epoch"]:
+                raise GradnasError(f"epochs ({config.epochs}) is fewer than the {state['epoch']} the run has done")
         elif config.genotype:
             self.genotype = parse_genotype(config.genotype)
         else:
             raise GradnasError("no genotype to train (set TrainConfig.genotype, or resume a run)")
         self.config = c = config
-        self.out.mkdir(parents=True, exist_ok=True)
         seed_everything(c.seed, c.deterministic)
         self.device, self.dist = init_from_env(resolve_device(c.device))
+        self.run_dir = RunDir(self.out, resume, overwrite) if self.dist.is_main else None
+        try:
+            self._setup(dataset, state)
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        """Give up the run directory (the end of :meth:`run` does)."""
+        if self.run_dir is not None:
+            self.run_dir.release()
+
+    def _setup(self, dataset: ImageDataset | None, state: dict[str, Any] | None) -> None:
+        c = self.config
         self.data = d = dataset if dataset is not None else load_dataset(c.data, c.data_root, image_size=c.image_size)
 
         self.network_kwargs = network_kwargs(c, d)
@@ -133,8 +157,12 @@ class Trainer:
         self.start_epoch = 0
         self.history: list[dict[str, Any]] = []
         if state is not None:
-            self._restore(state)
-        self.log = RunLog(self.out, self.start_epoch) if self.dist.is_main else None  # rank 0 writes
+            try:
+                self._restore(state)
+            except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
+                raise GradnasError(f"checkpoint {self.checkpoint_path} does not fit the run it describes: "
+                                   f"{first_line(err)}") from None
+        self.log = RunLog(self.out, self.start_epoch) if self.run_dir is not None else None  # rank 0 writes
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
@@ -158,13 +186,19 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self) -> TrainResult:
+        try:
+            return self._run()
+        finally:
+            self.release()
+
+    def _run(self) -> TrainResult:
         c, main = self.config, self.dist.is_main
         paths = {"genotype": self.out / "genotype.json", "log": self.out / "log.jsonl",
                  "checkpoint": self.checkpoint_path, "config": self.out / "config.yaml"}
         if main:
-            paths["config"].write_text(yaml.safe_dump(c.to_dict(), sort_keys=False))
+            write_atomic(paths["config"], yaml.safe_dump(c.to_dict(), sort_keys=False))
             env = environment(self.device, c.seed, c.deterministic) | {"world_size": self.dist.world_size}
-            (self.out / "env.json").write_text(json.dumps(env, indent=2))
+            write_atomic(self.out / "env.json", json.dumps(env, indent=2))
             save_genotype(self.genotype, paths["genotype"])
         steps = min(len(self.train_loader), c.steps_per_epoch or len(self.train_loader))
         bar = tqdm(total=(c.epochs - self.start_epoch) * steps, disable=not (c.progress and main), unit="step",
@@ -183,10 +217,15 @@ class Trainer:
                     record.update(self.evaluate())
                 record["seconds"] = round(time.perf_counter() - started, 3)
                 self.history.append(record)
+                state = self.state_dict(epoch + 1)
+                bad = nonfinite(state)
+                if bad:  # a kept checkpoint must be one to resume from
+                    raise GradnasError(stopped(f"non-finite {bad[0]} after epoch {epoch + 1}", self.checkpoint_path,
+                                               "train", "--lr"))
                 if not main:
                     continue
                 self.log.write(record)
-                save_atomic(self.state_dict(epoch + 1), self.checkpoint_path)
+                save_atomic(state, self.checkpoint_path)
                 log.info("epoch %d/%d %s", epoch + 1, c.epochs,
                          " ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
         finally:
@@ -199,7 +238,7 @@ class Trainer:
             return TrainResult(self.model, self.genotype, self.history, metrics, paths)
         save_atomic(model_record(c.network, self.network_kwargs, self.genotype, self.model, self.model_meta()),
                     paths["model"])
-        paths["eval"].write_text(json.dumps(metrics, indent=2) + "\n")
+        write_atomic(paths["eval"], json.dumps(metrics, indent=2) + "\n")
         return TrainResult(self.model, self.genotype, self.history, metrics, paths)
 
     def train_epoch(self, epoch: int, steps: int, bar: tqdm) -> dict[str, float]:
@@ -216,7 +255,7 @@ class Trainer:
             n += len(y)
             guard.update(step, total)
             if (step + 1) % c.log_every == 0 or step + 1 == steps:
-                guard.check(epoch, self.checkpoint_path, "lower --lr")
+                guard.check(epoch, self.checkpoint_path, "train", "--lr")
                 bar.set_description(f"epoch {epoch + 1}/{c.epochs}")
                 loss_sum, correct = totals.tolist()
                 bar.set_postfix(loss=f"{loss_sum / n:.3f}", acc=f"{100 * correct / n:.1f}")
@@ -265,9 +304,11 @@ class Trainer:
                 "recipe": c.recipe, "epochs": c.epochs}
 
 
-def train(config: TrainConfig, dataset: ImageDataset | None = None, resume: bool = False) -> TrainResult:
-    """Train (or resume training) the configured genotype and return the model, history and final metrics."""
-    return Trainer(config, dataset, resume).run()
+def train(config: TrainConfig, dataset: ImageDataset | None = None, resume: bool = False, overwrite: bool = False,
+          changes: dict[str, Any] | None = None) -> TrainResult:
+    """Train (or resume training) the configured genotype and return the model, history and final metrics; see
+    :class:`Trainer` for ``resume``, ``overwrite`` and ``changes``."""
+    return Trainer(config, dataset, resume, overwrite, changes).run()
 
 
 __all__ = ["CHECKPOINT", "TrainResult", "Trainer", "check_image_size", "network_kwargs", "train"]

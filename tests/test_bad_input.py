@@ -1,0 +1,451 @@
+"""Hostile but fair input, through the CLI (and the Python API where it differs): every case gets exit code 2,
+exactly one ``gradnas: error:`` line, no traceback, and leaves every file of the run directory as it was.
+Then the guarantees around a run directory: no code runs from a checkpoint, a diverged run keeps a finite
+checkpoint and resumes with a lower learning rate, atomic writes, the lock, file modes, Ctrl-C."""
+from __future__ import annotations
+
+import errno
+import hashlib
+import shutil
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gradnas.benchmarks.nb201 import decode
+from gradnas.cli import main
+from gradnas.config import resolve_config
+from gradnas.errors import GradnasError
+from gradnas.genotypes import parse_genotype, save_genotype
+from gradnas.rundir import TMP_SUFFIX, RunDir
+from gradnas.search.checkpoint import load_checkpoint
+from gradnas.search.loop import Searcher, search
+
+NB201_ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+TINY_SEARCH = ["--space", "nb201", "--channels", "4", "--layers", "1", "--batch-size", "8", "--steps-per-epoch", "1",
+               "--no-progress"]
+TINY_TRAIN = ["--data", "digits", "--channels", "4", "--layers", "1", "--batch-size", "8", "--steps-per-epoch", "1",
+              "--eval-every", "100", "--no-progress"]
+
+
+class Payload:
+    """Unpickling it would create ``path``: what a crafted checkpoint would do instead."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def snapshot(d: Path) -> dict[str, str]:
+    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*"))
+            if p.is_file()} if d.is_dir() else {}
+
+
+def assert_one_line(code: int, err: str) -> str:
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("gradnas: error:"), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+# ------------------------------------------------------------------------------------------- shared run dirs
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("bad_input")
+
+
+@pytest.fixture(scope="module")
+def search_run(root) -> Path:
+    out = root / "search"
+    assert main(["search", *TINY_SEARCH, "--epochs", "1", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def train_run(root) -> Path:
+    out = root / "train"
+    assert main(["train", NB201_ARCH, *TINY_TRAIN, "--epochs", "1", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def table(root) -> Path:
+    """A complete synthetic NB201 table: every architecture, accuracies from its code."""
+    path = root / "nb201.csv"
+    rows = [f"{c},{decode(c)},{50 + c % 40},{20 + c % 50},{10 + c % 30}" for c in range(5 ** 6)]
+    path.write_text("index,arch,cifar10_test,cifar100_test,imagenet16_120_test\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def copy(run: Path, tmp: Path) -> Path:
+    return Path(shutil.copytree(run, tmp / run.name))
+
+
+def edit_checkpoint(path: Path, edit) -> None:
+    state = torch.load(path, weights_only=True)
+    edit(state)
+    torch.save(state, path)
+
+
+def npz(path: Path, size: int = 8, labels=None, n: int = 32) -> Path:
+    g = np.random.default_rng(0)
+    y = np.arange(n) % 4 if labels is None else np.asarray(labels)
+    np.savez(path, x_train=g.integers(0, 256, (n, 1, size, size), dtype=np.uint8), y_train=y,
+             x_test=g.integers(0, 256, (8, 1, size, size), dtype=np.uint8), y_test=np.arange(8) % 4)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ the cases
+# Each case builds its input in ``tmp`` (from the shared runs) and returns (argv, directory that must stay as it
+# was, text the line must hold).
+def _evil(command):
+    def case(tmp, search_run, train_run, table):
+        run = copy(train_run if command == "train" else search_run, tmp)
+        name = "train_checkpoint.pt" if command == "train" else "checkpoint.pt"
+        torch.save({"epoch": 1, "config": {}, "payload": Payload(tmp / "pwned")}, run / name)
+        argv = (["bench", "nb201", str(run), "--nb201-table", str(table)] if command == "bench" else
+                [command, "--resume", str(run)])
+        return argv, run, "refused to load"
+    return case
+
+
+def _evil_model(tmp, search_run, train_run, table):
+    run = copy(train_run, tmp)
+    torch.save({"format": "gradnas-model", "payload": Payload(tmp / "pwned")}, run / "model.pt")
+    return ["eval", str(run)], run, "model.pt"
+
+
+def _resume_with(*flags, text, source="search"):
+    def case(tmp, search_run, train_run, table):
+        run = copy(search_run if source == "search" else train_run, tmp)
+        return [source, "--resume", str(run), *flags], run, text
+    return case
+
+
+def _rerun(command, source):
+    def case(tmp, search_run, train_run, table):
+        run = copy(search_run if source == "search" else train_run, tmp)
+        argv = (["search", *TINY_SEARCH, "--epochs", "1"] if command == "search" else
+                ["train", NB201_ARCH, *TINY_TRAIN, "--epochs", "1"])
+        return [*argv, "--out", str(run)], run, "not empty"
+    return case
+
+
+def _out_is_a_file(tmp, *_):
+    (tmp / "file").write_text("mine")
+    return ["search", *TINY_SEARCH, "--out", str(tmp / "file")], tmp, "existing file"
+
+
+def _config(text_, body, command="search"):
+    def case(tmp, *_):
+        (tmp / "c.yaml").write_text(body)
+        head = ["search", *TINY_SEARCH] if command == "search" else ["train", NB201_ARCH, *TINY_TRAIN]
+        return [*head, "--config", str(tmp / "c.yaml"), "--out", str(tmp / "run")], tmp, text_
+    return case
+
+
+def _flags(*flags, text, space="nb201"):
+    def case(tmp, *_):
+        head = [*TINY_SEARCH[2:], "--space", space]
+        return ["search", *head, *flags, "--out", str(tmp / "run")], tmp, text
+    return case
+
+
+def _data(make, text, command="search"):
+    def case(tmp, *_):
+        data = make(tmp)
+        head = (["search", *TINY_SEARCH] if command == "search" else
+                ["train", NB201_ARCH, *TINY_TRAIN[2:]])
+        return [*head, "--data", str(data), "--out", str(tmp / "run")], tmp, text
+    return case
+
+
+def _png_folder(tmp):
+    g = np.random.default_rng(0)
+    for c in ("a", "b"):
+        for i in range(10):
+            p = tmp / "images" / c / f"{i}.png"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(g.integers(0, 256, (16, 16), dtype=np.uint8)).save(p)
+    broken = tmp / "images" / "a" / "0.png"
+    broken.write_bytes(broken.read_bytes()[:150])  # the header survives, most of the pixels do not
+    return tmp / "images"
+
+
+def _checkpoint_edit(edit, text, source="search"):
+    def case(tmp, search_run, train_run, table):
+        run = copy(search_run if source == "search" else train_run, tmp)
+        edit_checkpoint(run / ("checkpoint.pt" if source == "search" else "train_checkpoint.pt"), edit)
+        return [source, "--resume", str(run)], run, text
+    return case
+
+
+def _other_space(state):
+    state["config"].update(space="darts", layers=2)
+
+
+def _model_edit(edit, text):
+    def case(tmp, search_run, train_run, table):
+        run = copy(train_run, tmp)
+        state = torch.load(run / "model.pt", weights_only=True)
+        edit(state)
+        torch.save(state, run / "model.pt")
+        return ["eval", str(run)], run, text
+    return case
+
+
+def _table(body: bytes, text):
+    def case(tmp, search_run, train_run, table):
+        (tmp / "t.csv").write_bytes(body)
+        return ["bench", "nb201", NB201_ARCH, "--nb201-table", str(tmp / "t.csv")], tmp, text
+    return case
+
+
+def _search_table(tmp, *_):
+    (tmp / "t.csv").write_bytes(b"\x00\x01PK\x03\x04" + bytes(range(256)))
+    return ["search", *TINY_SEARCH, "--nb201-table", str(tmp / "t.csv"), "--out", str(tmp / "run")], tmp, "t.csv"
+
+
+def _locked(tmp, search_run, *_):
+    run = copy(search_run, tmp)
+    _locked.held = RunDir(run, resume=True)  # another run holds it; released by the test
+    return ["search", "--resume", str(run)], run, "in use"
+
+
+def _fault(err: OSError, text: str):
+    """The file system fails at the first write of a resumed run."""
+    def case(tmp, search_run, *_):
+        run = copy(search_run, tmp)
+        return ["search", "--resume", str(run), "--epochs", "2"], run, text
+    case.fault = err
+    return case
+
+
+CASES = {
+    # security
+    "search --resume runs no code": _evil("search"),
+    "train --resume runs no code": _evil("train"),
+    "bench nb201 RUN runs no code": _evil("bench"),
+    "eval of a crafted model.pt": _evil_model,
+    # resume: the saved configuration, with only the safe options changed
+    "resume may not change channels": _resume_with("--channels", "8", text="--channels cannot change"),
+    "resume may not change the space": _resume_with("--space", "darts", text="--space cannot change"),
+    "resume may not change the batch": _resume_with("--batch-size", "4", "--cutout", "2", text="--batch-size, --cutout"),
+    "resume of training may not change the data": _resume_with("--data", "cifar10", text="--data cannot",
+                                                               source="train"),
+    "resume with epochs 0": _resume_with("--epochs", "0", text="epochs must be at least 1"),
+    "resume with --out elsewhere": _resume_with("--out", "/elsewhere", text="different directories"),
+    "resume and overwrite at once": _resume_with("--overwrite", text="pass one of them"),
+    "resume with a NaN lr": _resume_with("--lr", "nan", text="lr must be a finite number"),
+    # overwrites and concurrent writers
+    "search into a run directory": _rerun("search", "search"),
+    "train into a run directory": _rerun("train", "train"),
+    "search into a training run": _rerun("search", "train"),
+    "a second writer": _locked,
+    # disk
+    "out is an existing file": _out_is_a_file,
+    "read-only file system": _fault(OSError(errno.EROFS, "Read-only file system"), "Read-only file system"),
+    "disk full": _fault(OSError(errno.ENOSPC, "No space left on device"), "No space left"),
+    # config files: types, naming the key
+    "epochs: ten": _config("epochs must be an integer", "epochs: ten\n"),
+    "deterministic: no (a string)": _config("deterministic must be true or false", "deterministic: 'no'\n"),
+    "lr: a list": _config("lr must be a number", "lr: [1]\n"),
+    "ops: not a list": _config("ops must be a list", "ops: nor_conv_3x3\n"),
+    "arch_betas: a string item": _config("arch_betas must be a number", "arch_betas: [0.5, x]\n"),
+    "seed: 1.5": _config("seed must be an integer", "seed: 1.5\n"),
+    "layers: true": _config("layers must be an integer", "layers: true\n"),
+    "unknown option in a file": _config("unknown option(s): epoch", "epoch: 3\n"),
+    "train epochs: ten": _config("epochs must be an integer", "epochs: ten\n", "train"),
+    "train auxiliary: 'no'": _config("auxiliary must be true or false", "auxiliary: 'no'\n", "train"),
+    "train lr: nan": _config("lr must be a finite number", "lr: .nan\n", "train"),
+    # search flags, refused before any work
+    "--grad-clip -1": _flags("--grad-clip", "-1", text="grad_clip must be positive"),
+    "--lr -1": _flags("--lr", "-1", text="lr must be positive"),
+    "--arch-lr nan": _flags("--arch-lr", "nan", text="arch_lr must be a finite number"),
+    "--momentum -2": _flags("--momentum", "-2", text="momentum must not be negative"),
+    "--weight-decay -1": _flags("--weight-decay", "-1", text="weight_decay must not be negative"),
+    "--arch-betas 2 3": _flags("--arch-betas", "2", "3", text="arch_betas must be two numbers in [0, 1)"),
+    "--seed -1": _flags("--seed", "-1", text="seed must not be negative"),
+    "--log-every 0": _flags("--log-every", "0", text="log_every must be at least 1"),
+    "--ops none (darts)": _flags("--ops", "none", text="at least one op besides none", space="darts"),
+    "--ops none (nb201)": _flags("--ops", "none", text="at least one op besides none"),
+    "--ops unknown": _flags("--ops", "sep_conv_3x3", text="unknown nb201 op"),
+    "--order 2, single-level": _flags("--method", "is-darts", "--order", "2", text="order 2 applies to the bilevel"),
+    # data
+    "a label of 10⁹": _data(lambda t: npz(t / "big.npz", labels=[0, 1, 2, 10 ** 9] * 8), "2 <= K <= 100,000"),
+    "1×1 images": _data(lambda t: npz(t / "tiny.npz", size=1), "1×1 images do not fit"),
+    "a PNG cut after its header": _data(_png_folder, "cannot decode image"),
+    "one class": _data(lambda t: npz(t / "one.npz", labels=[3] * 32), "single class"),
+    "one class (train)": _data(lambda t: npz(t / "one.npz", labels=[0] * 32), "single class", "train"),
+    # checkpoints and model files
+    "checkpoint from another space": _checkpoint_edit(_other_space, "does not fit"),
+    "checkpoint without optimizer": _checkpoint_edit(lambda s: s.pop("optimizer"), "lacks optimizer"),
+    "checkpoint with an unknown option": _checkpoint_edit(lambda s: s["config"].update(warp=1), "does not know: warp"),
+    "checkpoint with a mistyped option": _checkpoint_edit(lambda s: s["config"].update(epochs="1"),
+                                                          "epochs must be an integer"),
+    "train checkpoint without its genotype": _checkpoint_edit(lambda s: s.pop("genotype"), "lacks genotype", "train"),
+    "train checkpoint, weights of another net": _checkpoint_edit(
+        lambda s: s["model"].pop(next(iter(s["model"]))), "does not fit", "train"),
+    "model.pt without meta": _model_edit(lambda s: s.pop("meta"), "lacks meta"),
+    "model.pt without its input size": _model_edit(lambda s: s["meta"].pop("image_size"), "lacks meta.image_size"),
+    "model.pt missing weights": _model_edit(lambda s: s["state_dict"].pop(next(iter(s["state_dict"]))),
+                                            "do not fit"),
+    "binary --nb201-table": _table(b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe" * 8, "not a CSV text file"),
+    "truncated --nb201-table": _table(b"index,arch,cifar10_test,cifar100_test,imagenet16_120_test\n0,|none~0|+|no",
+                                      "line 2"),
+    "binary --nb201-table (search)": _search_table,
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input(name, tmp_path, search_run, train_run, table, capsys, monkeypatch):
+    case = CASES[name]
+    argv, directory, text = case(tmp_path, search_run, train_run, table)
+    if getattr(case, "fault", None) is not None:  # the file system fails at the first write
+        def failing(*args, **kwargs):
+            raise case.fault
+        monkeypatch.setattr("gradnas.rundir.tempfile.mkstemp", failing)
+    before = snapshot(directory)
+    capsys.readouterr()
+    try:
+        code = main(argv)
+    finally:
+        if getattr(case, "held", None) is not None:
+            case.held.release()
+    line = assert_one_line(code, capsys.readouterr().err)
+    assert text in line, line
+    after = snapshot(directory)
+    assert {k: after.get(k) for k in before} == before, "a file of the run directory changed"
+    assert not (tmp_path / "pwned").exists()
+    assert not list(directory.rglob(f"*{TMP_SUFFIX}"))
+
+
+@pytest.mark.parametrize("call, text", [
+    (lambda tmp: resolve_config({"epochs": "ten"}), "epochs must be an integer"),
+    (lambda tmp: resolve_config({"deterministic": "no"}), "deterministic must be true or false"),
+    (lambda tmp: resolve_config({"grad_clip": -1.0}), "grad_clip must be positive"),
+])
+def test_bad_input_through_the_api(call, text, tmp_path):
+    with pytest.raises(GradnasError, match=text):
+        call(tmp_path)
+
+
+def test_api_resume_changes_only_the_safe_options(search_run, tmp_path):
+    run = copy(search_run, tmp_path)
+    config = resolve_config({"out": str(run)})
+    before = snapshot(run)
+    with pytest.raises(GradnasError, match="--channels cannot change"):
+        search(config, resume=True, changes={"channels": 8})
+    with pytest.raises(GradnasError, match="not empty"):
+        Searcher(config)
+    assert snapshot(run) == before
+
+
+# ------------------------------------------------------------------------------------------------ guarantees
+def test_a_diverged_search_keeps_a_finite_checkpoint_and_resumes_with_a_lower_lr(tmp_path, capsys):
+    out = tmp_path / "run"
+    two_steps = [*TINY_SEARCH, "--steps-per-epoch", "2"]
+    assert main(["search", *two_steps, "--epochs", "1", "--out", str(out)]) == 0
+    good = snapshot(out)
+    # lr 10⁶: the first step's loss is finite, the second blows up BN's running variance
+    code = main(["search", "--resume", str(out), "--epochs", "3", "--lr", "1e6", "--lr-min", "1e6", "--no-progress"])
+    line = assert_one_line(code, capsys.readouterr().err)
+    assert "non-finite" in line and "epoch 2" in line and f"checkpoint ({out / 'checkpoint.pt'})" in line
+    assert snapshot(out)["checkpoint.pt"] == good["checkpoint.pt"]
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values()
+                                       if v.is_floating_point())
+    assert main(["search", "--resume", str(out), "--epochs", "3", "--lr", "0.01", "--no-progress"]) == 0
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert state["epoch"] == 3 and state["config"]["lr"] == 0.01
+    assert [r["epoch"] for r in state["history"]] == [0, 1, 2]
+    assert state["history"][1]["lr"] < 0.01  # the cosine goes on from where it stood, from the new rate
+
+
+def test_divergence_before_the_first_checkpoint_claims_none(tmp_path, capsys):
+    code = main(["train", NB201_ARCH, *TINY_TRAIN, "--steps-per-epoch", "2", "--epochs", "2", "--lr", "1e8",
+                 "--out", str(tmp_path / "t")])
+    line = assert_one_line(code, capsys.readouterr().err)
+    assert "non-finite" in line and "before the first checkpoint" in line and "intact" not in line
+    assert not (tmp_path / "t" / "train_checkpoint.pt").exists()
+
+
+def test_resume_accepts_the_options_the_run_was_started_with(search_run, tmp_path):
+    run = copy(search_run, tmp_path)
+    assert main(["search", "--resume", str(run), *TINY_SEARCH, "--epochs", "1"]) == 0  # done: nothing to redo
+
+
+def test_disk_full_at_the_end_leaves_no_empty_genotype(tmp_path, monkeypatch, capsys):
+    import gradnas.rundir as rundir
+
+    real = rundir.os.replace
+
+    def replace(src, dst):
+        if Path(dst).name == "genotype.json":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(src, dst)
+
+    monkeypatch.setattr(rundir.os, "replace", replace)
+    out = tmp_path / "run"
+    line = assert_one_line(main(["search", *TINY_SEARCH, "--epochs", "1", "--out", str(out)]),
+                           capsys.readouterr().err)
+    assert "genotype.json" in line and "No space left" in line
+    assert not (out / "genotype.json").exists() and not list(out.glob(f"*{TMP_SUFFIX}"))
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1  # the epoch's work is kept: resume finishes it
+    monkeypatch.setattr(rundir.os, "replace", real)
+    assert main(["search", "--resume", str(out)]) == 0 and (out / "genotype.json").stat().st_size > 0
+
+
+def test_stale_temporary_files_are_removed_and_files_are_world_readable(search_run, tmp_path):
+    run = copy(search_run, tmp_path)
+    stale = run / f".checkpoint.pt.x1y2{TMP_SUFFIX}"
+    stale.write_bytes(b"half a checkpoint")
+    assert main(["search", "--resume", str(run), "--epochs", "2"]) == 0
+    assert not stale.exists()
+    for name in ("checkpoint.pt", "log.jsonl", "genotype.json", "config.yaml"):
+        assert stat.S_IMODE((run / name).stat().st_mode) == 0o644, name
+
+
+def test_overwrite_replaces_the_previous_run(search_run, tmp_path):
+    run = copy(search_run, tmp_path)
+    (run / "mine.txt").write_text("kept")
+    assert main(["search", *TINY_SEARCH, "--epochs", "2", "--seed", "1", "--out", str(run), "--overwrite"]) == 0
+    assert load_checkpoint(run / "checkpoint.pt")["config"]["seed"] == 1
+    assert len((run / "log.jsonl").read_text().splitlines()) == 2 and (run / "mine.txt").read_text() == "kept"
+
+
+def test_lock_is_held_for_the_run_and_released_after(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    seen = []
+    original = Searcher.train_epoch
+
+    def epoch(self, *args):
+        with pytest.raises(GradnasError, match="in use"):
+            RunDir(out, resume=True)
+        seen.append(True)
+        return original(self, *args)
+
+    monkeypatch.setattr(Searcher, "train_epoch", epoch)
+    assert main(["search", *TINY_SEARCH, "--epochs", "1", "--out", str(out)]) == 0
+    assert seen
+    RunDir(out, resume=True).release()  # free again
+
+
+@pytest.mark.parametrize("epoch, hint", [(0, "nothing to resume"), (1, "resume with gradnas search --resume")])
+def test_ctrl_c_says_what_there_is_to_resume(epoch, hint, tmp_path, monkeypatch, capsys):
+    original = Searcher.train_epoch
+
+    def interrupted(self, e, *args):
+        if e == epoch:
+            raise KeyboardInterrupt
+        return original(self, e, *args)
+
+    monkeypatch.setattr(Searcher, "train_epoch", interrupted)
+    assert main(["search", *TINY_SEARCH, "--epochs", "2", "--out", str(tmp_path / "run")]) == 130
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and hint in err
