@@ -35,6 +35,8 @@ class SearchConfig:
     channels: int = 16
     layers: int | None = None            # None: 8 cells (DARTS space), 5 per stage (NB201)
     ops: list[str] | None = None         # None: the space's full op set
+    steps: int | None = None             # intermediate nodes per cell (DARTS space; None: 4)
+    multiplier: int | None = None        # DARTS space: the cell output concatenates its last k nodes (None: all)
     bn_running_stats: bool = True        # False: every supernet BN normalises with batch statistics (IS-DARTS)
     # the method's parts (METHODS.md; each a registry name or an option of one)
     arch: str = "softmax"                # architecture parameterisation
@@ -165,6 +167,7 @@ def _check(config: SearchConfig) -> None:
             raise GradnasError(f"{name} must be at least 1, got {getattr(config, name)}")
     if config.layers is not None and config.layers < 1:
         raise GradnasError(f"layers must be at least 1, got {config.layers}")
+    _check_cell(config)
     if config.order not in (1, 2):
         raise GradnasError(f"order must be 1 or 2, got {config.order}")
     if not 0.0 < config.train_portion < 1.0:
@@ -182,6 +185,15 @@ def _check(config: SearchConfig) -> None:
     if config.channels % config.partial_k:
         raise GradnasError(f"channels ({config.channels}) must be divisible by partial_k ({config.partial_k})")
     _check_groups(config)
+
+
+def _check_cell(config: SearchConfig) -> None:
+    if config.space != "darts" and (config.steps, config.multiplier) != (None, None):
+        raise GradnasError(f"steps and multiplier shape DARTS-space cells; the {config.space} cell is fixed")
+    steps = 4 if config.steps is None else config.steps
+    if steps < 1 or config.multiplier is not None and not 1 <= config.multiplier <= steps:
+        raise GradnasError(f"steps must be at least 1 and multiplier in 1..steps, got steps {config.steps}, "
+                           f"multiplier {config.multiplier}")
 
 
 def _check_groups(config: SearchConfig) -> None:

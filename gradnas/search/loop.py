@@ -26,7 +26,7 @@ from ..data import Augment, DeviceLoader, ImageDataset, load_dataset, search_spl
 from ..distributed import average_, convert_sync_batchnorm, init_from_env
 from ..edges import EDGES
 from ..errors import GradnasError
-from ..genotypes import Genotype, genotype_text, save_genotype
+from ..genotypes import Genotype, genotype_text, save_genotype, with_concat
 from ..profiling import saved_activation_bytes, state_bytes
 from ..runlog import RunLog, environment, log
 from ..runtime import FiniteGuard, autocast_dtype, resolve_device
@@ -60,8 +60,10 @@ def build_search_model(config: SearchConfig, num_classes: int, in_channels: int 
     """Supernet of the configured space with the configured edge, bound to its parameterisation."""
     op_names = tuple(config.ops) if config.ops else DEFAULT_OPS[config.space]
     edge, edge_options = edge_choice(config)
+    cell = {k: v for k, v in (("steps", config.steps), ("multiplier", config.multiplier)) if v is not None}
     net = SPACES[config.space](C=config.channels, num_classes=num_classes, layers=config.layers,
-                               in_channels=in_channels, op_names=op_names, edge=edge, edge_options=edge_options)
+                               in_channels=in_channels, op_names=op_names, edge=edge, edge_options=edge_options,
+                               **cell)
     arch_cls = ARCHITECTURES[config.arch]
     if arch_cls.per_cell and config.space != "darts":
         raise GradnasError(f"architecture {config.arch!r} gives one genotype per cell; only the darts space has those")
@@ -203,11 +205,10 @@ class Searcher:
 
     # -- the loop ---------------------------------------------------------------------------------
     def genotype(self) -> Genotype:
-        for hook in self.hooks:
-            genotype = hook.genotype(self)
-            if genotype is not None:
-                return genotype
-        return derive_genotype(self.model.arch, self.config.space, self.config.selection)
+        """A hook's genotype (shrinking: the survivors) or the selection rule's, with the supernet's concat."""
+        genotype = next((g for g in (hook.genotype(self) for hook in self.hooks) if g is not None), None)
+        genotype = genotype or derive_genotype(self.model.arch, self.config.space, self.config.selection)
+        return with_concat(genotype, self.model.net.concat)
 
     def run(self) -> SearchResult:
         c, main = self.config, self.dist.is_main

@@ -1,6 +1,8 @@
 """Candidate operations of the DARTS and NAS-Bench-201 spaces (METHODS.md §1.1, §1.2).
 
-Every op maps C → C channels with stride 1 or 2 and is built by ``build_op(space, name, C, stride, affine)``.
+``OPS[space]`` is the registry of a space's ops; an op registered there (also from a user's own module)
+can be searched (``SearchConfig.ops``), stored in genotypes and trained. ``DARTS_OPS`` and ``NB201_OPS``
+are the op sets searched by default. Every op maps C → C channels with stride 1 or 2 and is built by ``build_op(space, name, C, stride, affine)``.
 Convolutions are bias-free. ``conv_groups`` groups the pointwise convs inside candidate ops (the
 G-DARTS-A grouped-convolution variant, METHODS.md §4); depthwise convs and cell preprocessing keep theirs.
 
@@ -65,6 +67,16 @@ class SepConv(ReLUFirst):
                                   *_dw_pw(C, kernel, 1, padding, 1, affine, groups))
 
 
+class Conv7x1x7(ReLUFirst):
+    """A 1×7 then a 7×1 conv (each strided along its own axis), then BN: AmoebaNet's factorised 7×7."""
+
+    def __init__(self, C: int, stride: int, affine: bool, groups: int = 1):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(C, C, (1, 7), (1, stride), (0, 3), bias=False, groups=groups),
+                                  nn.Conv2d(C, C, (7, 1), (stride, 1), (3, 0), bias=False, groups=groups),
+                                  nn.BatchNorm2d(C, affine=affine))
+
+
 class FactorizedReduce(ReLUFirst):
     """Halve the resolution with two offset 1×1 stride-2 convs whose outputs are concatenated."""
 
@@ -123,6 +135,9 @@ _darts("sep_conv_3x3")(lambda C, s, affine, g: SepConv(C, 3, s, 1, affine, g))
 _darts("sep_conv_5x5")(lambda C, s, affine, g: SepConv(C, 5, s, 2, affine, g))
 _darts("dil_conv_3x3")(lambda C, s, affine, g: DilConv(C, 3, s, 2, 2, affine, g))
 _darts("dil_conv_5x5")(lambda C, s, affine, g: DilConv(C, 5, s, 4, 2, affine, g))
+# Not searched by DARTS (DARTS_OPS), but in its op table for the NASNet and AmoebaNet genotypes.
+_darts("sep_conv_7x7")(lambda C, s, affine, g: SepConv(C, 7, s, 3, affine, g))
+_darts("conv_7x1_1x7")(lambda C, s, affine, g: Conv7x1x7(C, s, affine, g))
 
 _nb201("none")(lambda C, s, affine, g: Zero(s))
 _nb201("skip_connect")(lambda C, s, affine, g: nn.Identity() if s == 1 else FactorizedReduce(C, C, affine, g))
