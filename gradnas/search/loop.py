@@ -31,7 +31,7 @@ from ..profiling import saved_activation_bytes, state_bytes
 from ..runlog import RunLog, environment, log
 from ..runtime import FiniteGuard, autocast_dtype, resolve_device
 from ..selection import derive_genotype
-from ..spaces import DEFAULT_OPS, SPACES
+from ..spaces import DEFAULT_OPS, NB201_OPS, SPACES
 from ..spaces.blocks import drop_running_stats
 from ..viz import draw_genotype
 from .bilevel import ARCH_UPDATES
@@ -257,6 +257,10 @@ class Searcher:
 
     def _nb201_report(self, genotype: Genotype) -> dict[str, Path]:
         """Table accuracies of the found cell and of the k most probable cells, when the table is at hand."""
+        extra = [op for op in self.model.net.op_names if op not in NB201_OPS]
+        if extra:
+            log.warning("no NAS-Bench-201 look-up: op(s) %s are not in the benchmark", ", ".join(extra))
+            return {}
         try:
             table = NB201Table.from_path(self.config.nb201_table)
         except GradnasError as err:
