@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import logging
 import os
 import sys
@@ -23,7 +24,9 @@ HELP = {
     "space": "search space: darts or nb201", "method": "method preset (sets the published defaults)",
     "data": "dataset: digits (built in), cifar10, cifar100, a .npz file or an image-folder directory",
     "out": "run directory", "order": "DARTS approximation order (1 or 2)", "layers": "cells (DARTS) or cells per stage (NB201)",
-    "steps_per_epoch": "cap on iterations per epoch", "nb201_table": "NAS-Bench-201 accuracy table (or $GRADNAS_NB201_TABLE)",
+    "steps_per_epoch": "cap on iterations per epoch",
+    "steps": "DARTS space: intermediate nodes per cell (default 4)",
+    "multiplier": "DARTS space: the cell output concatenates its last k nodes (default: all)", "nb201_table": "NAS-Bench-201 accuracy table (or $GRADNAS_NB201_TABLE)",
     "skip_dropout": "dropout on the skip_connect branch during search (DNAS 0.2; 0: off)",
     "zero_one_weight": "weight of the zero-one loss on σ(α), σ(γ) (DNAS 10; 0: off)",
     "beta_softmax": "DNAS: softmax of β over all edges of a cell (layer) or over each node's edges (node)",
@@ -60,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gradnas", description="Differentiable neural architecture search.")
     parser.add_argument("--version", action="version", version=f"gradnas {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every epoch")
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="import MODULE first (from the working directory or sys.path), e.g. one that registers "
+                             "its own ops in gradnas.spaces.OPS; repeatable")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("search", help="search an architecture",
@@ -258,10 +264,21 @@ COMMANDS = {"search": cmd_search, "show": cmd_show, "bench": cmd_bench, "train":
             "export": cmd_export}
 
 
+def _import_plugins(modules: list[str]) -> None:
+    if modules and os.getcwd() not in sys.path:  # as `python -m` does, so a module beside the runs is found
+        sys.path.insert(0, os.getcwd())
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise GradnasError(f"cannot import plugin {name!r}: {err}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
+        _import_plugins(args.plugin)
         return COMMANDS[args.command](args)
     except GradnasError as err:
         print(f"gradnas: error: {err}", file=sys.stderr)

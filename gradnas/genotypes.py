@@ -1,8 +1,10 @@
 """Genotypes: the discrete architectures a search returns, for both spaces.
 
 A cell genotype lists, for each intermediate node, the (op, source) pairs that feed it:
-- DARTS space: nodes 2..5, two pairs each, sources 0..n-1 (0, 1 = the cell inputs); ``concat`` names the
-  nodes concatenated into the output (usually (2, 3, 4, 5)).
+- DARTS space: nodes 2, 3, ..., two pairs each, sources 0..n-1 (0, 1 = the cell inputs); ``concat`` names the
+  nodes concatenated into the output. A search cell has 4 nodes and concatenates all of them, (2, 3, 4, 5),
+  but like the DARTS code's evaluation cells a genotype may have any number of nodes and any concat list
+  (NASNet: 5 nodes, concat (2, 3, 4, 5, 6); AmoebaNet: concat (4, 5, 6)).
 - NB201 space: nodes 1..3, node j has exactly j pairs with sources 0..j-1 in order; the output is node 3
   and ``concat`` is (3,).
 A :class:`Genotype` holds one normal and (DARTS) one reduction cell, or one cell genotype per cell of the
@@ -21,8 +23,14 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import GradnasError
+<<<<<<< HEAD
 from .rundir import write_atomic
 from .spaces.ops import DARTS_OPS, NB201_OPS
+=======
+from .registry import Registry
+from .spaces.darts import darts_concat
+from .spaces.ops import OPS
+>>>>>>> issue15
 
 Pair = tuple[str, int]
 
@@ -53,13 +61,26 @@ class Genotype:
 
 # ---------------------------------------------------------------------------------------------- checks
 
-SPACE_OPS = {"darts": DARTS_OPS, "nb201": NB201_OPS}
-# Short op names, as METHODS.md §8 writes them; also the edge labels of small diagrams.
+@dataclass(frozen=True)
+class CellFormat:
+    """The shape of a space's cell genotypes: what validation and the text forms need to know of a space."""
+    ops: Registry                 # the space's op registry: ops registered later (a user's own) are valid too
+    first_node: int               # sources 0..first_node-1 are the cell inputs
+    pairs_per_node: int | None    # None: node n reads every source 0..n-1 once, in order (NB201)
+    num_nodes: int | None         # None: any number of intermediate nodes
+    zero_op: bool                 # whether "none" may stay in a genotype
+
+    def allowed_ops(self) -> list[str]:
+        return [op for op in self.ops if self.zero_op or op != "none"]
+
+
+# A discrete DARTS cell has no zero edges: the genotype rule never picks none (METHODS.md §1.1).
+FORMATS = {"darts": CellFormat(OPS["darts"], 2, 2, None, False), "nb201": CellFormat(OPS["nb201"], 1, None, 3, True)}
+# Short op names, as METHODS.md §8 writes them; also the edge labels of small diagrams (other ops: their name).
 SHORT_NAMES = {"none": "none", "max_pool_3x3": "max", "avg_pool_3x3": "avg", "skip_connect": "skip",
                "sep_conv_3x3": "sep3", "sep_conv_5x5": "sep5", "dil_conv_3x3": "dil3", "dil_conv_5x5": "dil5",
+               "sep_conv_7x7": "sep7", "conv_7x1_1x7": "conv7x1",
                "nor_conv_1x1": "conv1", "nor_conv_3x3": "conv3"}
-# A discrete DARTS cell has no zero edges: the genotype rule never picks none (METHODS.md §1.1).
-_ALLOWED_OPS = {"darts": tuple(o for o in DARTS_OPS if o != "none"), "nb201": NB201_OPS}
 DARTS_CONCAT = (2, 3, 4, 5)
 NB201_CONCAT = (3,)
 
@@ -71,8 +92,8 @@ def reduction_indices(n_cells: int) -> tuple[int, int]:
 
 def validate(g: Genotype, where: str = "genotype") -> Genotype:
     """Check ``g`` against its space and return it; raise GradnasError saying what is wrong and where."""
-    if g.space not in SPACE_OPS:
-        raise GradnasError(f"{where}: unknown space {g.space!r}; expected darts or nb201")
+    if g.space not in FORMATS:
+        raise GradnasError(f"{where}: unknown space {g.space!r}; expected {' or '.join(FORMATS)}")
     if g.space == "nb201":
         if g.reduce is not None or g.cells is not None:
             raise GradnasError(f"{where}: an nb201 genotype is one cell; it has no reduction or per-cell genotypes")
@@ -91,29 +112,31 @@ def validate(g: Genotype, where: str = "genotype") -> Genotype:
 
 
 def _validate_cell(cell: CellGenotype, space: str, where: str) -> None:
-    darts = space == "darts"
-    first, n_nodes = (2, 4) if darts else (1, 3)
-    if len(cell.nodes) != n_nodes:
-        raise GradnasError(f"{where}: {len(cell.nodes)} nodes; {space} cells have {n_nodes} "
-                           f"(nodes {first}..{first + n_nodes - 1})")
+    fmt = FORMATS[space]
+    first, want_nodes = fmt.first_node, fmt.num_nodes
+    if not cell.nodes or want_nodes is not None and len(cell.nodes) != want_nodes:
+        expected = f"{want_nodes} (nodes {first}..{first + want_nodes - 1})" if want_nodes else "at least one"
+        raise GradnasError(f"{where}: {len(cell.nodes)} nodes; {space} cells have {expected}")
     for n, node in enumerate(cell.nodes, first):
-        want = 2 if darts else n
+        want = fmt.pairs_per_node or n
         if len(node) != want:
             raise GradnasError(f"{where}, node {n}: {len(node)} pairs; expected {want}")
         for k, pair in enumerate(node, 1):
             here = f"{where}, node {n}, pair {k}"
             op, src = _pair(pair, here)
             _check_op(op, space, here)
-            if darts and not 0 <= src < n:
+            if fmt.pairs_per_node and not 0 <= src < n:
                 raise GradnasError(f"{here}: source {src} out of range; node {n} takes sources 0..{n - 1}")
-            if not darts and src != k - 1:
+            if not fmt.pairs_per_node and src != k - 1:
                 raise GradnasError(f"{here}: source {src}, expected {k - 1} "
                                    f"(node {n} reads sources 0..{n - 1} in order)")
-    concat = tuple(cell.concat)
-    if darts and not (concat and len(set(concat)) == len(concat) and all(c in DARTS_CONCAT for c in concat)):
-        raise GradnasError(f"{where}: concat {list(concat)} must name distinct intermediate nodes from 2..5")
-    if not darts and concat != NB201_CONCAT:
-        raise GradnasError(f"{where}: concat {list(concat)}; nb201 cells output node 3, concat [3]")
+    concat, last = tuple(cell.concat), first + len(cell.nodes) - 1
+    if fmt.pairs_per_node is None:  # the cell's output is its last node
+        if concat != (last,):
+            raise GradnasError(f"{where}: concat {list(concat)}; {space} cells output node {last}, concat [{last}]")
+    # Cell inputs are not concatenable: in a reduction cell they have the wrong resolution.
+    elif not (concat and len(set(concat)) == len(concat) and all(first <= c <= last for c in concat)):
+        raise GradnasError(f"{where}: concat {list(concat)} must name distinct intermediate nodes from {first}..{last}")
 
 
 def _pair(obj: object, where: str) -> Pair:
@@ -125,12 +148,12 @@ def _pair(obj: object, where: str) -> Pair:
 
 
 def _check_op(op: str, space: str, where: str) -> None:
-    allowed = _ALLOWED_OPS[space]
+    allowed = FORMATS[space].allowed_ops()
     if op in allowed:
         return
-    if op == "none":
-        raise GradnasError(f"{where}: op 'none' is not allowed in a darts genotype")
-    other = next((s for s, ops in SPACE_OPS.items() if s != space and op in ops), None)
+    if op in FORMATS[space].ops:
+        raise GradnasError(f"{where}: op {op!r} is not allowed in a {space} genotype")
+    other = next((s for s, f in FORMATS.items() if s != space and op in f.ops), None)
     hint = f" (an op of the {other} space)" if other else ""
     raise GradnasError(f"{where}: unknown op {op!r}{hint}; expected one of {', '.join(allowed)}")
 
@@ -154,6 +177,15 @@ def per_cell_genotype(cells: Sequence[CellGenotype]) -> Genotype:
     return validate(Genotype("darts", cells[0], cells[reduction_indices(len(cells))[0]], cells))
 
 
+def with_concat(g: Genotype, concat: Sequence[int]) -> Genotype:
+    """``g`` with every cell concatenating ``concat`` (a search cell's output nodes, e.g. the last
+    ``multiplier`` of a DARTS cell)."""
+    concat = tuple(concat)
+    cell = lambda c: c if c is None else CellGenotype(c.nodes, concat)
+    cells = None if g.cells is None else tuple(map(cell, g.cells))
+    return validate(Genotype(g.space, cell(g.normal), cell(g.reduce), cells))
+
+
 def nb201_from_edges(ops: Sequence[str]) -> Genotype:
     """The NB201 genotype with ``ops[e]`` on edge e, in METHODS.md §1.2 edge order (1←0, 2←0, 2←1, 3←0,
     3←1, 3←2)."""
@@ -163,16 +195,18 @@ def nb201_from_edges(ops: Sequence[str]) -> Genotype:
     return validate(Genotype("nb201", CellGenotype(nodes, NB201_CONCAT)))
 
 
-def _darts_cell(spec: str) -> CellGenotype:
-    """A darts cell from the METHODS.md §8 shorthand: nodes split by '|', pairs 'short source' by ','."""
+def _darts_cell(spec: str, concat: tuple[int, ...] | None = None) -> CellGenotype:
+    """A darts cell from the METHODS.md §8 shorthand: nodes split by '|', pairs 'short source' by ','; concat
+    by default every node."""
     full = {short: op for op, short in SHORT_NAMES.items()}
     nodes = tuple(tuple((full[op], int(src)) for op, src in (p.split() for p in node.split(",")))
                   for node in spec.split("|"))
-    return CellGenotype(nodes, DARTS_CONCAT)
+    return CellGenotype(nodes, concat or darts_concat(len(nodes)))
 
 
-def _darts(normal: str, reduce: str) -> Genotype:
-    return Genotype("darts", _darts_cell(normal), _darts_cell(reduce))
+def _darts(normal: str, reduce: str, normal_concat: tuple[int, ...] | None = None,
+           reduce_concat: tuple[int, ...] | None = None) -> Genotype:
+    return validate(Genotype("darts", _darts_cell(normal, normal_concat), _darts_cell(reduce, reduce_concat)))
 
 
 # ---------------------------------------------------------------------------------------------- DARTS text form
@@ -243,11 +277,13 @@ def _literal(node: ast.expr, where: str) -> object:
 
 
 def _text_cell(pairs: object, concat: object, where: str) -> CellGenotype:
-    if not isinstance(pairs, (list, tuple)) or len(pairs) != 8:
+    """As the DARTS code reads it: consecutive pairs feed one node each, so the cell has len(pairs) / 2 nodes."""
+    if not isinstance(pairs, (list, tuple)) or not pairs or len(pairs) % 2:
         n = len(pairs) if isinstance(pairs, (list, tuple)) else "no"
-        raise GradnasError(f"{where}: {n} (op, source) pairs; darts cells have 8 (2 for each node 2..5)")
+        raise GradnasError(f"{where}: {n} (op, source) pairs; darts cells have 2 for each node (8 for nodes 2..5)")
     flat = [_pair(p, f"{where}, pair {i + 1}") for i, p in enumerate(pairs)]
-    return CellGenotype(tuple(tuple(flat[i:i + 2]) for i in range(0, 8, 2)), _int_tuple(concat, f"{where}_concat"))
+    return CellGenotype(tuple(tuple(flat[i:i + 2]) for i in range(0, len(flat), 2)),
+                        _int_tuple(concat, f"{where}_concat"))
 
 
 def _int_tuple(obj: object, where: str) -> tuple[int, ...]:
@@ -396,6 +432,13 @@ PUBLISHED: dict[str, Genotype] = {
                              "sep3 0, skip 1 | dil5 2, max 1 | sep3 2, sep3 1 | sep5 0, sep3 3"),
     "is_darts": _darts("sep5 0, sep3 1 | dil5 0, sep5 1 | sep5 0, sep5 1 | sep3 0, sep5 2",
                        "sep5 0, max 1 | dil5 2, sep5 2 | sep5 0, sep5 2 | dil5 0, sep5 2"),
+    # The NASNet-A and AmoebaNet-A cells in the DARTS code's DARTS-format transcription (5 nodes each).
+    "nasnet": _darts("sep5 1, sep3 0 | sep5 0, sep3 0 | avg 1, skip 0 | avg 0, avg 0 | sep3 1, skip 1",
+                     "sep5 1, sep7 0 | max 1, sep7 0 | avg 1, sep5 0 | skip 3, avg 2 | sep3 2, max 1",
+                     (2, 3, 4, 5, 6), (4, 5, 6)),
+    "amoebanet": _darts("avg 0, max 1 | sep3 0, sep5 2 | sep3 0, avg 3 | sep3 1, skip 1 | skip 0, avg 1",
+                        "avg 0, sep3 1 | max 0, sep7 2 | sep7 0, avg 1 | max 0, max 1 | conv7x1 0, sep3 5",
+                        (4, 5, 6), (3, 4, 6)),
     "nb201_is_darts": parse_arch_string(
         "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"),
     "nb201_i_darts": parse_arch_string(

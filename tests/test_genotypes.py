@@ -26,7 +26,7 @@ NB201_ARCHS = {  # METHODS.md §8
     "nb201_s_darts": "|skip_connect~0|+|skip_connect~0|none~1|+|skip_connect~0|skip_connect~1|skip_connect~2|",
     "nb201_all_skip": "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|",
 }
-DARTS_NAMES = [n for n in PUBLISHED if not n.startswith("nb201")]
+DARTS_NAMES = [n for n in PUBLISHED if not n.startswith("nb201") and n not in ("nasnet", "amoebanet")]  # 4-node cells
 
 
 def darts_text(normal: list, normal_concat: object = (2, 3, 4, 5), reduce: list | None = None) -> str:
@@ -44,7 +44,8 @@ def replaced(pairs: list, i: int, pair: object) -> list:
 
 
 def test_published_genotypes_are_valid_and_complete():
-    assert set(PUBLISHED) == {"darts_v1", "darts_v2", "pc_darts_cifar", "pc_darts_image", "is_darts", *NB201_ARCHS}
+    assert set(PUBLISHED) == {"darts_v1", "darts_v2", "pc_darts_cifar", "pc_darts_image", "is_darts", *NB201_ARCHS,
+                              "nasnet", "amoebanet"}  # the last two: tests/test_cell_formats.py
     for name, g in PUBLISHED.items():
         assert validate(g) is g
     for name in DARTS_NAMES:
@@ -136,8 +137,8 @@ def test_nb201_edge_order():
 
 
 @pytest.mark.parametrize("text, message", [
-    (darts_text(replaced(V2_NORMAL, 3, ("sep_conv_7x7", 1))),
-     "normal cell, node 3, pair 2: unknown op 'sep_conv_7x7'; expected one of max_pool_3x3, "),
+    (darts_text(replaced(V2_NORMAL, 3, ("sep_conv_9x9", 1))),
+     "normal cell, node 3, pair 2: unknown op 'sep_conv_9x9'; expected one of max_pool_3x3, "),
     (darts_text(replaced(V2_NORMAL, 7, ("nor_conv_3x3", 2))),
      "node 5, pair 2: unknown op 'nor_conv_3x3' (an op of the nb201 space)"),
     (darts_text(replaced(V2_NORMAL, 0, ("none", 0))), "node 2, pair 1: op 'none' is not allowed in a darts genotype"),
@@ -145,7 +146,7 @@ def test_nb201_edge_order():
      "normal cell, node 2, pair 2: source 2 out of range; node 2 takes sources 0..1"),
     (darts_text(replaced(V2_NORMAL, 6, ("sep_conv_3x3", -1))), "node 5, pair 1: source -1 out of range"),
     (darts_text(V2_NORMAL, reduce=replaced(V2_NORMAL, 2, ("max_pool_3x3", 4))), "reduction cell, node 3, pair 1: source 4"),
-    (darts_text(V2_NORMAL[:7]), "normal: 7 (op, source) pairs; darts cells have 8"),
+    (darts_text(V2_NORMAL[:7]), "normal: 7 (op, source) pairs; darts cells have 2 for each node"),
     (darts_text(replaced(V2_NORMAL, 4, ("sep_conv_3x3",))), "normal, pair 5: expected an (op, source) pair"),
     (darts_text(V2_NORMAL, normal_concat=[2, 3, 4, 6]), "normal cell: concat [2, 3, 4, 6] must name distinct"),
     (darts_text(V2_NORMAL, normal_concat=[1, 2]), "concat [1, 2]"),
@@ -179,8 +180,9 @@ def test_validate_rejects_bad_genotype_objects():
         validate(Genotype("nb101", v2.normal))
     with pytest.raises(GradnasError, match="nb201 genotype is one cell"):
         validate(Genotype("nb201", PUBLISHED["nb201_all_skip"].normal, v2.normal))
-    short = CellGenotype(v2.normal.nodes[:3], (2, 3, 4))
-    with pytest.raises(GradnasError, match="genotype: cell 3: 3 nodes; darts cells have 4"):
+    short = CellGenotype(v2.normal.nodes[:3], (2, 3, 4, 5))
+    with pytest.raises(GradnasError, match=r"genotype: cell 3: concat \[2, 3, 4, 5\] must name distinct intermediate "
+                                           r"nodes from 2..4"):
         per_cell_genotype([v2.normal] * 3 + [short] + [v2.normal] * 4)
     with pytest.raises(GradnasError, match="nb201 cells output node 3"):
         validate(Genotype("nb201", CellGenotype(PUBLISHED["nb201_all_skip"].normal.nodes, (2, 3))))

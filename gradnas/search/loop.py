@@ -25,14 +25,19 @@ from ..config import RESUMABLE, SearchConfig, check_config, resumed_config
 from ..data import Augment, DeviceLoader, ImageDataset, load_dataset, search_split
 from ..distributed import average_, convert_sync_batchnorm, init_from_env
 from ..edges import EDGES
+<<<<<<< HEAD
 from ..errors import GradnasError, first_line
 from ..genotypes import Genotype, genotype_text, save_genotype
+=======
+from ..errors import GradnasError
+from ..genotypes import Genotype, genotype_text, save_genotype, with_concat
+>>>>>>> issue15
 from ..profiling import saved_activation_bytes, state_bytes
 from ..runlog import RunLog, environment, log
 from ..rundir import RunDir, write_atomic
 from ..runtime import FiniteGuard, autocast_dtype, resolve_device, stopped
 from ..selection import derive_genotype
-from ..spaces import DEFAULT_OPS, SPACES
+from ..spaces import DEFAULT_OPS, NB201_OPS, SPACES
 from ..spaces.blocks import drop_running_stats
 from ..viz import draw_genotype
 from .bilevel import ARCH_UPDATES
@@ -63,10 +68,17 @@ def build_search_model(config: SearchConfig, num_classes: int, in_channels: int 
     """Supernet of the configured space with the configured edge, bound to its parameterisation."""
     op_names = tuple(config.ops) if config.ops else DEFAULT_OPS[config.space]
     edge, edge_options = edge_choice(config)
+<<<<<<< HEAD
     space = SPACES[config.space]
     space_options = getattr(space, "options_from_config", lambda cfg: {})(config)
     net = space(C=config.channels, num_classes=num_classes, layers=config.layers, in_channels=in_channels,
                 op_names=op_names, edge=edge, edge_options=edge_options, **space_options)
+=======
+    cell = {k: v for k, v in (("steps", config.steps), ("multiplier", config.multiplier)) if v is not None}
+    net = SPACES[config.space](C=config.channels, num_classes=num_classes, layers=config.layers,
+                               in_channels=in_channels, op_names=op_names, edge=edge, edge_options=edge_options,
+                               **cell)
+>>>>>>> issue15
     arch_cls = ARCHITECTURES[config.arch]
     if arch_cls.per_cell and config.space != "darts":
         raise GradnasError(f"architecture {config.arch!r} gives one genotype per cell; only the darts space has those")
@@ -267,11 +279,10 @@ class Searcher:
 
     # -- the loop ---------------------------------------------------------------------------------
     def genotype(self) -> Genotype:
-        for hook in self.hooks:
-            genotype = hook.genotype(self)
-            if genotype is not None:
-                return genotype
-        return derive_genotype(self.model.arch, self.config.space, self.config.selection)
+        """A hook's genotype (shrinking: the survivors) or the selection rule's, with the supernet's concat."""
+        genotype = next((g for g in (hook.genotype(self) for hook in self.hooks) if g is not None), None)
+        genotype = genotype or derive_genotype(self.model.arch, self.config.space, self.config.selection)
+        return with_concat(genotype, self.model.net.concat)
 
     def run(self) -> SearchResult:
         try:
@@ -331,6 +342,10 @@ class Searcher:
 
     def _nb201_report(self, genotype: Genotype) -> dict[str, Path]:
         """Table accuracies of the found cell and of the k most probable cells, when the table is at hand."""
+        extra = [op for op in self.model.net.op_names if op not in NB201_OPS]
+        if extra:
+            log.warning("no NAS-Bench-201 look-up: op(s) %s are not in the benchmark", ", ".join(extra))
+            return {}
         try:
             table = self.nb201_table or NB201Table.from_path()
         except GradnasError as err:

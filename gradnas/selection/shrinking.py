@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import GradnasError
-from ..genotypes import DARTS_CONCAT, CellGenotype, nb201_from_edges
+from ..genotypes import CellGenotype, nb201_from_edges
 
 
 @dataclass(frozen=True)
@@ -116,4 +116,4 @@ def survivor_cell(space: str, chosen: list[list[int]], subsets: list[Subset],
     if space == "nb201":
         return nb201_from_edges([op_names[c[0] % n_ops] for c in chosen]).normal
     nodes = tuple(tuple((op_names[i % n_ops], i // n_ops - s.edges[0]) for i in c) for c, s in zip(chosen, subsets))
-    return CellGenotype(nodes, DARTS_CONCAT)
+    return CellGenotype(nodes, tuple(range(2, 2 + len(nodes))))  # every node; the supernet's concat applies

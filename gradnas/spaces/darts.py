@@ -1,4 +1,8 @@
-"""The DARTS cell search space (METHODS.md §1.1): 14-edge cells, normal and reduction, on a CIFAR macro."""
+"""The DARTS cell search space (METHODS.md §1.1): 14-edge cells, normal and reduction, on a CIFAR macro.
+
+As in the DARTS code, a cell has ``steps`` intermediate nodes (4: 14 edges) and its output concatenates the
+last ``multiplier`` of them (4: all).
+"""
 from __future__ import annotations
 
 import torch
@@ -6,10 +10,20 @@ import torch.nn as nn
 
 from ..arch.base import CellWeights
 from .. import edges as edge_kinds  # a module import: gradnas.edges imports these spaces' ops in turn
+from ..errors import GradnasError
 from .ops import DARTS_OPS, FactorizedReduce, ReLUConvBN
 
 STEPS = 4
 IN_DEGREES = tuple(range(2, 2 + STEPS))  # node n (2..5) has n incoming edges
+
+
+def in_degrees(steps: int) -> tuple[int, ...]:
+    return tuple(range(2, 2 + steps))
+
+
+def darts_concat(steps: int, multiplier: int | None = None) -> tuple[int, ...]:
+    """The nodes a search cell of ``steps`` nodes concatenates: the last ``multiplier`` (default all)."""
+    return tuple(range(2 + steps - (multiplier or steps), 2 + steps))
 
 
 def reduction_layers(layers: int) -> tuple[int, int]:
@@ -18,20 +32,30 @@ def reduction_layers(layers: int) -> tuple[int, int]:
 
 class SearchCell(nn.Module):
     def __init__(self, C_pp: int, C_p: int, C: int, reduction: bool, reduction_prev: bool,
+<<<<<<< HEAD
                  op_names: tuple[str, ...], edge: str, edge_options: dict, pool_bn: bool = True):
+=======
+                 op_names: tuple[str, ...], edge: str, edge_options: dict, steps: int = STEPS,
+                 multiplier: int = STEPS):
+>>>>>>> issue15
         super().__init__()
-        self.reduction = reduction
+        self.reduction, self.steps, self.multiplier = reduction, steps, multiplier
         self.preprocess0 = (FactorizedReduce(C_pp, C, affine=False) if reduction_prev
                             else ReLUConvBN(C_pp, C, 1, 1, 0, affine=False))
         self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=False)
         self.edges = nn.ModuleList(
+<<<<<<< HEAD
             edge_kinds.build_edge(edge, "darts", op_names, C, 2 if reduction and source < 2 else 1, pool_bn=pool_bn,
                                   **edge_options)
             for n in IN_DEGREES for source in range(n))
+=======
+            edge_kinds.build_edge(edge, "darts", op_names, C, 2 if reduction and source < 2 else 1, **edge_options)
+            for n in in_degrees(steps) for source in range(n))
+>>>>>>> issue15
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: CellWeights) -> torch.Tensor:
-        states = sum_nodes(self.edges, [self.preprocess0(s0), self.preprocess1(s1)], STEPS, weights)
-        return torch.cat(states[2:], 1)
+        states = sum_nodes(self.edges, [self.preprocess0(s0), self.preprocess1(s1)], self.steps, weights)
+        return torch.cat(states[-self.multiplier:], 1)
 
 
 def sum_nodes(edges: nn.ModuleList, states: list[torch.Tensor], num_nodes: int,
@@ -63,19 +87,31 @@ def sum_nodes(edges: nn.ModuleList, states: list[torch.Tensor], num_nodes: int,
 class DartsSupernet(nn.Module):
     """Stem, L cells (reductions at ⌊L/3⌋ and ⌊2L/3⌋), global pool, linear (METHODS.md §1.1).
 
+<<<<<<< HEAD
     Two choices tell quark0's supernet (the defaults, also PC-DARTS's) from IS-DARTS's (its vendored xautodl
     ``NASNetworkISDarts``, METHODS.md §5.2): ``pool_bn`` puts a non-affine BN after every max/avg pool of the
     candidate ops, and ``final_bn_relu`` adds a BN + ReLU between the last cell and the global pool.
     """
+=======
+    ``concat`` names the nodes each cell concatenates, so derived genotypes carry them."""
+>>>>>>> issue15
 
     space = "darts"
-    in_degrees = IN_DEGREES
 
     def __init__(self, C: int = 16, num_classes: int = 10, layers: int = 8, in_channels: int = 3,
                  op_names: tuple[str, ...] = DARTS_OPS, edge: str = "mixed", edge_options: dict | None = None,
+<<<<<<< HEAD
                  stem_multiplier: int = 3, pool_bn: bool = True, final_bn_relu: bool = False):
+=======
+                 stem_multiplier: int = 3, steps: int = STEPS, multiplier: int | None = None):
+>>>>>>> issue15
         super().__init__()
+        multiplier = multiplier or steps
+        if not 1 <= multiplier <= steps:
+            raise GradnasError(f"multiplier must lie in 1..steps ({steps}), got {multiplier}")
         self.op_names = tuple(op_names)
+        self.in_degrees = in_degrees(steps)
+        self.concat = darts_concat(steps, multiplier)
         C_curr = stem_multiplier * C
         self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
         C_pp, C_p, C_curr = C_curr, C_curr, C
@@ -86,11 +122,18 @@ class DartsSupernet(nn.Module):
             reduction = i in reduction_layers(layers)
             C_curr = C_curr * 2 if reduction else C_curr
             self.cells.append(SearchCell(C_pp, C_p, C_curr, reduction, reduction_prev,
+<<<<<<< HEAD
                                          self.op_names, edge, edge_options or {}, pool_bn))
             self.cell_types.append("reduce" if reduction else "normal")
             reduction_prev = reduction
             C_pp, C_p = C_p, STEPS * C_curr
         self.lastact = nn.Sequential(nn.BatchNorm2d(C_p), nn.ReLU()) if final_bn_relu else nn.Identity()
+=======
+                                         self.op_names, edge, edge_options or {}, steps, multiplier))
+            self.cell_types.append("reduce" if reduction else "normal")
+            reduction_prev = reduction
+            C_pp, C_p = C_p, multiplier * C_curr
+>>>>>>> issue15
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_p, num_classes)
 

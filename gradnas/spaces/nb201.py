@@ -29,6 +29,7 @@ class NB201Supernet(nn.Module):
 
     space = "nb201"
     in_degrees = IN_DEGREES
+    concat = (3,)  # the output is the last node
 
     def __init__(self, C: int = 16, num_classes: int = 10, layers: int = 5, in_channels: int = 3,
                  op_names: tuple[str, ...] = NB201_OPS, edge: str = "mixed", edge_options: dict | None = None):

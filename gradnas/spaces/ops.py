@@ -1,7 +1,10 @@
 """Candidate operations of the DARTS and NAS-Bench-201 spaces (METHODS.md §1.1, §1.2).
 
-Every op maps C → C channels with stride 1 or 2 and is built by ``build_op(space, name, C, stride, affine)``;
-``pool_bn=False`` drops the BN that follows the DARTS space's pools in the supernet (IS-DARTS's supernet).
+``OPS[space]`` is the registry of a space's ops; an op registered there (also from a user's own module)
+can be searched (``SearchConfig.ops``), stored in genotypes and trained. ``DARTS_OPS`` and ``NB201_OPS``
+are the op sets searched by default. Every op maps C → C channels with stride 1 or 2 and is built by
+``OPS[space][name](C, stride, affine, conv_groups)``; ``build_op(..., pool_bn=False)`` drops the BN that follows
+the DARTS space's pools in the supernet (IS-DARTS's supernet).
 Convolutions are bias-free. ``conv_groups`` groups the pointwise convs inside candidate ops (the
 G-DARTS-A grouped-convolution variant, METHODS.md §4); depthwise convs and cell preprocessing keep theirs.
 
@@ -25,7 +28,8 @@ OPS: dict[str, Registry] = {"darts": Registry("DARTS op"), "nb201": Registry("NB
 
 def build_op(space: str, name: str, C: int, stride: int, affine: bool, conv_groups: int = 1,
              pool_bn: bool = True) -> nn.Module:
-    return OPS[space][name](C, stride, affine, conv_groups, pool_bn)
+    op = OPS[space][name](C, stride, affine, conv_groups)
+    return op[0] if isinstance(op, PoolBN) and not pool_bn else op
 
 
 class ReLUFirst(nn.Module):
@@ -65,6 +69,16 @@ class SepConv(ReLUFirst):
         super().__init__()
         self.body = nn.Sequential(*_dw_pw(C, kernel, stride, padding, 1, affine, groups), nn.ReLU(),
                                   *_dw_pw(C, kernel, 1, padding, 1, affine, groups))
+
+
+class Conv7x1x7(ReLUFirst):
+    """A 1×7 then a 7×1 conv (each strided along its own axis), then BN: AmoebaNet's factorised 7×7."""
+
+    def __init__(self, C: int, stride: int, affine: bool, groups: int = 1):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(C, C, (1, 7), (1, stride), (0, 3), bias=False, groups=groups),
+                                  nn.Conv2d(C, C, (7, 1), (stride, 1), (3, 0), bias=False, groups=groups),
+                                  nn.BatchNorm2d(C, affine=affine))
 
 
 class FactorizedReduce(ReLUFirst):
@@ -108,27 +122,34 @@ class Zero(nn.Module):
         return x.new_zeros(x[:, :, ::self.stride, ::self.stride].shape)
 
 
+class PoolBN(nn.Sequential):
+    """A supernet pool followed by its non-affine BN (quark0's DARTS supernet); ``build_op(..., pool_bn=False)``
+    keeps the pool alone, as the IS-DARTS supernet (its xautodl POOLING: no BN when C_in = C_out) has it."""
+
+
 def _pool(kind: str, C: int, stride: int, affine: bool, with_bn: bool) -> nn.Module:
     pool = (nn.MaxPool2d(3, stride, 1) if kind == "max"
             else nn.AvgPool2d(3, stride, 1, count_include_pad=False))
-    # quark0's DARTS supernet follows each pool with a non-affine BN; evaluation nets (affine=True) and the
-    # IS-DARTS supernet (its xautodl POOLING: no BN when C_in = C_out) do not.
-    return nn.Sequential(pool, nn.BatchNorm2d(C, affine=False)) if with_bn and not affine else pool
+    # Evaluation nets (affine=True) have no BN after their pools.
+    return PoolBN(pool, nn.BatchNorm2d(C, affine=False)) if with_bn and not affine else pool
 
 
 _darts, _nb201 = OPS["darts"].register, OPS["nb201"].register
 
-_darts("none")(lambda C, s, affine, g, bn: Zero(s))
-_darts("max_pool_3x3")(lambda C, s, affine, g, bn: _pool("max", C, s, affine, with_bn=bn))
-_darts("avg_pool_3x3")(lambda C, s, affine, g, bn: _pool("avg", C, s, affine, with_bn=bn))
-_darts("skip_connect")(lambda C, s, affine, g, bn: nn.Identity() if s == 1 else FactorizedReduce(C, C, affine, g))
-_darts("sep_conv_3x3")(lambda C, s, affine, g, bn: SepConv(C, 3, s, 1, affine, g))
-_darts("sep_conv_5x5")(lambda C, s, affine, g, bn: SepConv(C, 5, s, 2, affine, g))
-_darts("dil_conv_3x3")(lambda C, s, affine, g, bn: DilConv(C, 3, s, 2, 2, affine, g))
-_darts("dil_conv_5x5")(lambda C, s, affine, g, bn: DilConv(C, 5, s, 4, 2, affine, g))
+_darts("none")(lambda C, s, affine, g: Zero(s))
+_darts("max_pool_3x3")(lambda C, s, affine, g: _pool("max", C, s, affine, with_bn=True))
+_darts("avg_pool_3x3")(lambda C, s, affine, g: _pool("avg", C, s, affine, with_bn=True))
+_darts("skip_connect")(lambda C, s, affine, g: nn.Identity() if s == 1 else FactorizedReduce(C, C, affine, g))
+_darts("sep_conv_3x3")(lambda C, s, affine, g: SepConv(C, 3, s, 1, affine, g))
+_darts("sep_conv_5x5")(lambda C, s, affine, g: SepConv(C, 5, s, 2, affine, g))
+_darts("dil_conv_3x3")(lambda C, s, affine, g: DilConv(C, 3, s, 2, 2, affine, g))
+_darts("dil_conv_5x5")(lambda C, s, affine, g: DilConv(C, 5, s, 4, 2, affine, g))
+# Not searched by DARTS (DARTS_OPS), but in its op table for the NASNet and AmoebaNet genotypes.
+_darts("sep_conv_7x7")(lambda C, s, affine, g: SepConv(C, 7, s, 3, affine, g))
+_darts("conv_7x1_1x7")(lambda C, s, affine, g: Conv7x1x7(C, s, affine, g))
 
-_nb201("none")(lambda C, s, affine, g, bn: Zero(s))
-_nb201("skip_connect")(lambda C, s, affine, g, bn: nn.Identity() if s == 1 else FactorizedReduce(C, C, affine, g))
-_nb201("nor_conv_1x1")(lambda C, s, affine, g, bn: ReLUConvBN(C, C, 1, s, 0, affine, g))
-_nb201("nor_conv_3x3")(lambda C, s, affine, g, bn: ReLUConvBN(C, C, 3, s, 1, affine, g))
-_nb201("avg_pool_3x3")(lambda C, s, affine, g, bn: _pool("avg", C, s, affine, with_bn=False))
+_nb201("none")(lambda C, s, affine, g: Zero(s))
+_nb201("skip_connect")(lambda C, s, affine, g: nn.Identity() if s == 1 else FactorizedReduce(C, C, affine, g))
+_nb201("nor_conv_1x1")(lambda C, s, affine, g: ReLUConvBN(C, C, 1, s, 0, affine, g))
+_nb201("nor_conv_3x3")(lambda C, s, affine, g: ReLUConvBN(C, C, 3, s, 1, affine, g))
+_nb201("avg_pool_3x3")(lambda C, s, affine, g: _pool("avg", C, s, affine, with_bn=False))
