@@ -38,17 +38,13 @@ class SearchConfig:
     channels: int = 16
     layers: int | None = None            # None: 8 cells (DARTS space), 5 per stage (NB201)
     ops: list[str] | None = None         # None: the space's full op set
-<<<<<<< HEAD
+    steps: int | None = None             # intermediate nodes per cell (DARTS space; None: 4)
+    multiplier: int | None = None        # DARTS space: the cell output concatenates its last k nodes (None: all)
     bn_running_stats: bool = True        # False: every supernet BN normalises with batch statistics
     cell_bn_running_stats: bool = True   # False: the BNs inside the cells do (IS-DARTS); stem, residual blocks
                                          # and the final BN keep running statistics and use them in eval mode
     pool_bn: bool = True                 # DARTS space: BN after the candidate pools (quark0; False: IS-DARTS)
     final_bn_relu: bool = False          # DARTS space: BN + ReLU before the global pool (IS-DARTS; NB201 has it)
-=======
-    steps: int | None = None             # intermediate nodes per cell (DARTS space; None: 4)
-    multiplier: int | None = None        # DARTS space: the cell output concatenates its last k nodes (None: all)
-    bn_running_stats: bool = True        # False: every supernet BN normalises with batch statistics (IS-DARTS)
->>>>>>> issue15
     # the method's parts (METHODS.md; each a registry name or an option of one)
     arch: str = "softmax"                # architecture parameterisation
     edge: str = "mixed"                  # mixed-edge kind
@@ -248,7 +244,6 @@ def check_config(config: SearchConfig) -> None:
     for name in at_least_1:
         if getattr(config, name) is not None and getattr(config, name) < 1:
             raise GradnasError(f"{name} must be at least 1, got {getattr(config, name)}")
-<<<<<<< HEAD
     for name in ("lr", "grad_clip", "shrink_rate"):
         if getattr(config, name) <= 0:
             raise GradnasError(f"{name} must be positive, got {getattr(config, name)}")
@@ -269,11 +264,7 @@ def check_config(config: SearchConfig) -> None:
                            f"uses {config.arch_update!r}")
     if config.ops is not None:
         _check_ops(config)
-=======
-    if config.layers is not None and config.layers < 1:
-        raise GradnasError(f"layers must be at least 1, got {config.layers}")
     _check_cell(config)
->>>>>>> issue15
     if config.order not in (1, 2):
         raise GradnasError(f"order must be 1 or 2, got {config.order}")
     if not 0.0 < config.train_portion < 1.0:
@@ -293,7 +284,6 @@ def check_config(config: SearchConfig) -> None:
     _check_groups(config)
 
 
-<<<<<<< HEAD
 def _check_ops(config: SearchConfig) -> None:
     from .spaces import OPS  # the op registries import torch: only when ops are given
 
@@ -305,7 +295,8 @@ def _check_ops(config: SearchConfig) -> None:
         raise GradnasError(f"ops lists an op twice: {' '.join(config.ops)}")
     if not set(config.ops) - {"none"}:
         raise GradnasError("ops needs at least one op besides none: a cell of none alone computes nothing")
-=======
+
+
 def _check_cell(config: SearchConfig) -> None:
     if config.space != "darts" and (config.steps, config.multiplier) != (None, None):
         raise GradnasError(f"steps and multiplier shape DARTS-space cells; the {config.space} cell is fixed")
@@ -313,7 +304,6 @@ def _check_cell(config: SearchConfig) -> None:
     if steps < 1 or config.multiplier is not None and not 1 <= config.multiplier <= steps:
         raise GradnasError(f"steps must be at least 1 and multiplier in 1..steps, got steps {config.steps}, "
                            f"multiplier {config.multiplier}")
->>>>>>> issue15
 
 
 def _check_groups(config: SearchConfig) -> None:

@@ -23,14 +23,10 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import GradnasError
-<<<<<<< HEAD
-from .rundir import write_atomic
-from .spaces.ops import DARTS_OPS, NB201_OPS
-=======
 from .registry import Registry
+from .rundir import write_atomic
 from .spaces.darts import darts_concat
 from .spaces.ops import OPS
->>>>>>> issue15
 
 Pair = tuple[str, int]
 

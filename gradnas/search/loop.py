@@ -25,13 +25,8 @@ from ..config import RESUMABLE, SearchConfig, check_config, resumed_config
 from ..data import Augment, DeviceLoader, ImageDataset, load_dataset, search_split
 from ..distributed import average_, convert_sync_batchnorm, init_from_env
 from ..edges import EDGES
-<<<<<<< HEAD
 from ..errors import GradnasError, first_line
-from ..genotypes import Genotype, genotype_text, save_genotype
-=======
-from ..errors import GradnasError
 from ..genotypes import Genotype, genotype_text, save_genotype, with_concat
->>>>>>> issue15
 from ..profiling import saved_activation_bytes, state_bytes
 from ..runlog import RunLog, environment, log
 from ..rundir import RunDir, write_atomic
@@ -68,17 +63,10 @@ def build_search_model(config: SearchConfig, num_classes: int, in_channels: int 
     """Supernet of the configured space with the configured edge, bound to its parameterisation."""
     op_names = tuple(config.ops) if config.ops else DEFAULT_OPS[config.space]
     edge, edge_options = edge_choice(config)
-<<<<<<< HEAD
     space = SPACES[config.space]
     space_options = getattr(space, "options_from_config", lambda cfg: {})(config)
     net = space(C=config.channels, num_classes=num_classes, layers=config.layers, in_channels=in_channels,
                 op_names=op_names, edge=edge, edge_options=edge_options, **space_options)
-=======
-    cell = {k: v for k, v in (("steps", config.steps), ("multiplier", config.multiplier)) if v is not None}
-    net = SPACES[config.space](C=config.channels, num_classes=num_classes, layers=config.layers,
-                               in_channels=in_channels, op_names=op_names, edge=edge, edge_options=edge_options,
-                               **cell)
->>>>>>> issue15
     arch_cls = ARCHITECTURES[config.arch]
     if arch_cls.per_cell and config.space != "darts":
         raise GradnasError(f"architecture {config.arch!r} gives one genotype per cell; only the darts space has those")

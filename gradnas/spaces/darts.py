@@ -32,26 +32,17 @@ def reduction_layers(layers: int) -> tuple[int, int]:
 
 class SearchCell(nn.Module):
     def __init__(self, C_pp: int, C_p: int, C: int, reduction: bool, reduction_prev: bool,
-<<<<<<< HEAD
-                 op_names: tuple[str, ...], edge: str, edge_options: dict, pool_bn: bool = True):
-=======
                  op_names: tuple[str, ...], edge: str, edge_options: dict, steps: int = STEPS,
-                 multiplier: int = STEPS):
->>>>>>> issue15
+                 multiplier: int = STEPS, pool_bn: bool = True):
         super().__init__()
         self.reduction, self.steps, self.multiplier = reduction, steps, multiplier
         self.preprocess0 = (FactorizedReduce(C_pp, C, affine=False) if reduction_prev
                             else ReLUConvBN(C_pp, C, 1, 1, 0, affine=False))
         self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=False)
         self.edges = nn.ModuleList(
-<<<<<<< HEAD
             edge_kinds.build_edge(edge, "darts", op_names, C, 2 if reduction and source < 2 else 1, pool_bn=pool_bn,
                                   **edge_options)
-            for n in IN_DEGREES for source in range(n))
-=======
-            edge_kinds.build_edge(edge, "darts", op_names, C, 2 if reduction and source < 2 else 1, **edge_options)
             for n in in_degrees(steps) for source in range(n))
->>>>>>> issue15
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: CellWeights) -> torch.Tensor:
         states = sum_nodes(self.edges, [self.preprocess0(s0), self.preprocess1(s1)], self.steps, weights)
@@ -87,24 +78,18 @@ def sum_nodes(edges: nn.ModuleList, states: list[torch.Tensor], num_nodes: int,
 class DartsSupernet(nn.Module):
     """Stem, L cells (reductions at ⌊L/3⌋ and ⌊2L/3⌋), global pool, linear (METHODS.md §1.1).
 
-<<<<<<< HEAD
     Two choices tell quark0's supernet (the defaults, also PC-DARTS's) from IS-DARTS's (its vendored xautodl
     ``NASNetworkISDarts``, METHODS.md §5.2): ``pool_bn`` puts a non-affine BN after every max/avg pool of the
     candidate ops, and ``final_bn_relu`` adds a BN + ReLU between the last cell and the global pool.
+    ``concat`` names the nodes each cell concatenates, so derived genotypes carry them.
     """
-=======
-    ``concat`` names the nodes each cell concatenates, so derived genotypes carry them."""
->>>>>>> issue15
 
     space = "darts"
 
     def __init__(self, C: int = 16, num_classes: int = 10, layers: int = 8, in_channels: int = 3,
                  op_names: tuple[str, ...] = DARTS_OPS, edge: str = "mixed", edge_options: dict | None = None,
-<<<<<<< HEAD
-                 stem_multiplier: int = 3, pool_bn: bool = True, final_bn_relu: bool = False):
-=======
-                 stem_multiplier: int = 3, steps: int = STEPS, multiplier: int | None = None):
->>>>>>> issue15
+                 stem_multiplier: int = 3, steps: int = STEPS, multiplier: int | None = None,
+                 pool_bn: bool = True, final_bn_relu: bool = False):
         super().__init__()
         multiplier = multiplier or steps
         if not 1 <= multiplier <= steps:
@@ -122,24 +107,18 @@ class DartsSupernet(nn.Module):
             reduction = i in reduction_layers(layers)
             C_curr = C_curr * 2 if reduction else C_curr
             self.cells.append(SearchCell(C_pp, C_p, C_curr, reduction, reduction_prev,
-<<<<<<< HEAD
-                                         self.op_names, edge, edge_options or {}, pool_bn))
-            self.cell_types.append("reduce" if reduction else "normal")
-            reduction_prev = reduction
-            C_pp, C_p = C_p, STEPS * C_curr
-        self.lastact = nn.Sequential(nn.BatchNorm2d(C_p), nn.ReLU()) if final_bn_relu else nn.Identity()
-=======
-                                         self.op_names, edge, edge_options or {}, steps, multiplier))
+                                         self.op_names, edge, edge_options or {}, steps, multiplier, pool_bn))
             self.cell_types.append("reduce" if reduction else "normal")
             reduction_prev = reduction
             C_pp, C_p = C_p, multiplier * C_curr
->>>>>>> issue15
+        self.lastact = nn.Sequential(nn.BatchNorm2d(C_p), nn.ReLU()) if final_bn_relu else nn.Identity()
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_p, num_classes)
 
     @classmethod
     def options_from_config(cls, config) -> dict:
-        return {"pool_bn": config.pool_bn, "final_bn_relu": config.final_bn_relu}
+        cell = {k: v for k, v in (("steps", config.steps), ("multiplier", config.multiplier)) if v is not None}
+        return {"pool_bn": config.pool_bn, "final_bn_relu": config.final_bn_relu, **cell}
 
     def forward(self, x: torch.Tensor, weights: list[CellWeights]) -> torch.Tensor:
         s0 = s1 = self.stem(x)
