@@ -10,7 +10,7 @@ network (``cells``, for searches like DNAS where every cell may differ).
 
 Forms on disk and on the command line: the original DARTS ``Genotype(normal=[...], ...)`` text, NB201 arch
 strings, a versioned JSON file (the only one that holds per-cell genotypes) and the published names of
-METHODS.md §8. Every parser validates, so a genotype that gets past one is compilable.
+docs/methods.md §8. Every parser validates, so a genotype that gets past one is compilable.
 """
 from __future__ import annotations
 
@@ -53,18 +53,18 @@ class Genotype:
 # ---------------------------------------------------------------------------------------------- checks
 
 SPACE_OPS = {"darts": DARTS_OPS, "nb201": NB201_OPS}
-# Short op names, as METHODS.md §8 writes them; also the edge labels of small diagrams.
+# Short op names, as docs/methods.md §8 writes them; also the edge labels of small diagrams.
 SHORT_NAMES = {"none": "none", "max_pool_3x3": "max", "avg_pool_3x3": "avg", "skip_connect": "skip",
                "sep_conv_3x3": "sep3", "sep_conv_5x5": "sep5", "dil_conv_3x3": "dil3", "dil_conv_5x5": "dil5",
                "nor_conv_1x1": "conv1", "nor_conv_3x3": "conv3"}
-# A discrete DARTS cell has no zero edges: the genotype rule never picks none (METHODS.md §1.1).
+# A discrete DARTS cell has no zero edges: the genotype rule never picks none (docs/methods.md §1.1).
 _ALLOWED_OPS = {"darts": tuple(o for o in DARTS_OPS if o != "none"), "nb201": NB201_OPS}
 DARTS_CONCAT = (2, 3, 4, 5)
 NB201_CONCAT = (3,)
 
 
 def reduction_indices(n_cells: int) -> tuple[int, int]:
-    """Cells ⌊L/3⌋ and ⌊2L/3⌋ reduce, in every DARTS-space network (METHODS.md §1.1, §6)."""
+    """Cells ⌊L/3⌋ and ⌊2L/3⌋ reduce, in every DARTS-space network (docs/methods.md §1.1, §6)."""
     return n_cells // 3, 2 * n_cells // 3
 
 
@@ -154,7 +154,7 @@ def per_cell_genotype(cells: Sequence[CellGenotype]) -> Genotype:
 
 
 def nb201_from_edges(ops: Sequence[str]) -> Genotype:
-    """The NB201 genotype with ``ops[e]`` on edge e, in METHODS.md §1.2 edge order (1←0, 2←0, 2←1, 3←0,
+    """The NB201 genotype with ``ops[e]`` on edge e, in docs/methods.md §1.2 edge order (1←0, 2←0, 2←1, 3←0,
     3←1, 3←2)."""
     if len(ops) != 6:
         raise GradnasError(f"genotype: an nb201 cell has 6 edges, got {len(ops)} ops")
@@ -163,7 +163,7 @@ def nb201_from_edges(ops: Sequence[str]) -> Genotype:
 
 
 def _darts_cell(spec: str) -> CellGenotype:
-    """A darts cell from the METHODS.md §8 shorthand: nodes split by '|', pairs 'short source' by ','."""
+    """A darts cell from the docs/methods.md §8 shorthand: nodes split by '|', pairs 'short source' by ','."""
     full = {short: op for op, short in SHORT_NAMES.items()}
     nodes = tuple(tuple((full[op], int(src)) for op, src in (p.split() for p in node.split(",")))
                   for node in spec.split("|"))
@@ -258,7 +258,7 @@ def _int_tuple(obj: object, where: str) -> tuple[int, ...]:
 # ---------------------------------------------------------------------------------------------- NB201 arch strings
 
 def format_arch_string(g: Genotype) -> str:
-    """``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`` (METHODS.md §1.2)."""
+    """``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`` (docs/methods.md §1.2)."""
     _require_shared(g, "nb201", "NB201 arch string")
     return "+".join("|" + "|".join(f"{op}~{src}" for op, src in node) + "|" for node in g.normal.nodes)
 

@@ -1,4 +1,4 @@
-"""IS-DARTS's information-based importance of candidate ops (METHODS.md §5.1).
+"""IS-DARTS's information-based importance of candidate ops (docs/methods.md §5.1).
 
 The pixels of an op's output are modelled as Gaussian across channels; the statistic is the Fisher term the
 authors' code ranks by, ``F = mean φ`` with ``φ = 3·(y − μ)² / s⁶`` (μ, s: mean and unbiased std over the
@@ -76,7 +76,7 @@ def information_importance(model: nn.Module, batches: Iterable[tuple[torch.Tenso
         computed[c, e, op.active] = True
     iim = torch.where(computed, images / sums, float("nan"))  # 1 / (mean F); F = ∞ gives 0
     none = [i for i, name in enumerate(op_names) if name == "none"]
-    iim[:, :, none] = 0.0  # a zero map: F = ∞ (METHODS.md §5.3), so it is never computed
+    iim[:, :, none] = 0.0  # a zero map: F = ∞ (docs/methods.md §5.3), so it is never computed
     return list(iim.unbind(0))
 
 

@@ -1,4 +1,4 @@
-"""The DARTS cell search space (METHODS.md §1.1): 14-edge cells, normal and reduction, on a CIFAR macro."""
+"""The DARTS cell search space (docs/methods.md §1.1): 14-edge cells, normal and reduction, on a CIFAR macro."""
 from __future__ import annotations
 
 import torch
@@ -60,7 +60,7 @@ def sum_nodes(edges: nn.ModuleList, states: list[torch.Tensor], num_nodes: int,
 
 
 class DartsSupernet(nn.Module):
-    """Stem, L cells (reductions at ⌊L/3⌋ and ⌊2L/3⌋), global pool, linear (METHODS.md §1.1)."""
+    """Stem, L cells (reductions at ⌊L/3⌋ and ⌊2L/3⌋), global pool, linear (docs/methods.md §1.1)."""
 
     space = "darts"
     in_degrees = IN_DEGREES

@@ -1,8 +1,8 @@
-"""Candidate operations of the DARTS and NAS-Bench-201 spaces (METHODS.md §1.1, §1.2).
+"""Candidate operations of the DARTS and NAS-Bench-201 spaces (docs/methods.md §1.1, §1.2).
 
 Every op maps C → C channels with stride 1 or 2 and is built by ``build_op(space, name, C, stride, affine)``.
 Convolutions are bias-free. ``conv_groups`` groups the pointwise convs inside candidate ops (the
-G-DARTS-A grouped-convolution variant, METHODS.md §4); depthwise convs and cell preprocessing keep theirs.
+G-DARTS-A grouped-convolution variant, docs/methods.md §4); depthwise convs and cell preprocessing keep theirs.
 
 Ops that start with a ReLU subclass :class:`ReLUFirst`, so a mixed edge can apply that ReLU once for all
 of its candidates instead of once per op (same result, fewer kernels and saved tensors).
@@ -89,7 +89,7 @@ class FactorizedReduce(ReLUFirst):
 
 def _concat_groupwise(a: torch.Tensor, b: torch.Tensor, groups: int) -> torch.Tensor:
     """Concatenate channels group by group ([a_1, b_1, …, a_g, b_g]), so that a grouped FactorizedReduce maps
-    input group m to output group m only (METHODS.md §4: groups stay separate). One copy, as a plain
+    input group m to output group m only (docs/methods.md §4: groups stay separate). One copy, as a plain
     concatenation, in the inputs' memory format."""
     if a.is_contiguous():
         return torch.cat([a.unflatten(1, (groups, -1)), b.unflatten(1, (groups, -1))], 2).flatten(1, 2)
