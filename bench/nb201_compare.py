@@ -4,7 +4,7 @@ Every (method, seed) is one ``gradnas search`` run on the nb201 space (a subproc
 thread setting); its genotype is looked up in the NAS-Bench-201 accuracy table (test accuracy on CIFAR-10,
 CIFAR-100 and ImageNet16-120, CIFAR-10 rank among the 15,625 cells) and the table is written into
 ``--results`` (by default docs/results.md, between markers named by ``--tag``, so the rest of the file is
-kept) after every run, with a mean ± std row per method and the published numbers of METHODS.md §9 beside.
+kept) after every run, with a mean ± std row per method and the published numbers of docs/methods.md §9 beside.
 
 The budget is shared: the same epochs, channels, cells, batch size and images for every method. A method's
 own schedule is scaled to the budget's epochs in proportion: warm-up epochs (PC-DARTS: 15 of 50) and the
@@ -42,7 +42,7 @@ from gradnas.spaces import NB201_OPS
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 METHODS = ["is-darts", "i-darts", "s-darts", "darts", "pc-darts"]
-#: METHODS.md §9: NB201 test accuracy (CIFAR-10 / CIFAR-100 / ImageNet16-120) as published.
+#: docs/methods.md §9: NB201 test accuracy (CIFAR-10 / CIFAR-100 / ImageNet16-120) as published.
 PUBLISHED = {"is-darts": (94.36, 73.51, 46.34), "i-darts": (93.31, 69.83, 43.84), "s-darts": (70.92, 38.97, 18.41),
              "darts": (54.30, 15.61, 16.32), "pc-darts": (93.41, 67.48, 41.31)}
 TOP5 = 93.28  # CIFAR-10 test accuracy of the top 5 % of the 15,625 cells

@@ -56,11 +56,11 @@ ROWS: list[Row] = [
     Row("pc-darts-k4-b64", "darts", "pc-darts", {"partial_k": 4, "batch_size": 64}),
     Row("pc-darts-k8-b64", "darts", "pc-darts", {"partial_k": 8, "batch_size": 64}),
     Row("pc-darts-k4-b256", "darts", "pc-darts", {"partial_k": 4, "batch_size": 256}),
-    # DNAS global search at its L=14 (METHODS.md §6) beside its full-form baseline and plain PC-DARTS at L=14
+    # DNAS global search at its L=14 (docs/methods.md §6) beside its full-form baseline and plain PC-DARTS at L=14
     Row("pc-darts-k4-l14", "darts", "pc-darts", {"partial_k": 4, "layers": 14, "batch_size": 64}),
     Row("pcdarts-global-l14", "darts", "pc-darts-global", {"partial_k": 4, "layers": 14}),
     Row("dnas-l14", "darts", "dnas", {"partial_k": 4, "layers": 14}),
-    # G-DARTS-A presets (METHODS.md §4), M=4 groups with attention, at DARTS's batch
+    # G-DARTS-A presets (docs/methods.md §4), M=4 groups with attention, at DARTS's batch
     Row("darts-attn-b64", "darts", "darts-attention", {"batch_size": 64}),
     Row("g-darts-a-b64", "darts", "g-darts-a", {"batch_size": 64}),
     Row("g-pc-darts-a-b64", "darts", "g-pc-darts-a", {"batch_size": 64}),

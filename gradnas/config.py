@@ -1,6 +1,6 @@
 """Typed configuration of a search, its defaults per space and method, and YAML/TOML config files.
 
-Precedence, lowest first: the dataclass defaults (DARTS on the DARTS space, METHODS.md §2), the search
+Precedence, lowest first: the dataclass defaults (DARTS on the DARTS space, docs/methods.md §2), the search
 space's defaults, the method preset, a config file, explicit arguments.
 """
 from __future__ import annotations
@@ -45,7 +45,7 @@ class SearchConfig:
                                          # and the final BN keep running statistics and use them in eval mode
     pool_bn: bool = True                 # DARTS space: BN after the candidate pools (quark0; False: IS-DARTS)
     final_bn_relu: bool = False          # DARTS space: BN + ReLU before the global pool (IS-DARTS; NB201 has it)
-    # the method's parts (METHODS.md; each a registry name or an option of one)
+    # the method's parts (docs/methods.md; each a registry name or an option of one)
     arch: str = "softmax"                # architecture parameterisation
     edge: str = "mixed"                  # mixed-edge kind
     partial_k: int = 1                   # PC-DARTS: 1/K of the channels through the ops
@@ -115,7 +115,7 @@ RESUMABLE = frozenset({"out", "lr", "lr_min", "arch_lr", "grad_clip", "epochs", 
 
 SPACE_DEFAULTS: dict[str, dict[str, Any]] = {
     "darts": {"layers": 8},
-    # DARTS on NB201 as in the benchmark's own code (METHODS.md §1.2)
+    # DARTS on NB201 as in the benchmark's own code (docs/methods.md §1.2)
     "nb201": {"layers": 5, "nesterov": True, "weight_decay": 5e-4},
 }
 

@@ -12,7 +12,7 @@ network (``cells``, for searches like DNAS where every cell may differ).
 
 Forms on disk and on the command line: the original DARTS ``Genotype(normal=[...], ...)`` text, NB201 arch
 strings, a versioned JSON file (the only one that holds per-cell genotypes) and the published names of
-METHODS.md §8. Every parser validates, so a genotype that gets past one is compilable.
+docs/methods.md §8. Every parser validates, so a genotype that gets past one is compilable.
 """
 from __future__ import annotations
 
@@ -70,9 +70,9 @@ class CellFormat:
         return [op for op in self.ops if self.zero_op or op != "none"]
 
 
-# A discrete DARTS cell has no zero edges: the genotype rule never picks none (METHODS.md §1.1).
+# A discrete DARTS cell has no zero edges: the genotype rule never picks none (docs/methods.md §1.1).
 FORMATS = {"darts": CellFormat(OPS["darts"], 2, 2, None, False), "nb201": CellFormat(OPS["nb201"], 1, None, 3, True)}
-# Short op names, as METHODS.md §8 writes them; also the edge labels of small diagrams (other ops: their name).
+# Short op names, as docs/methods.md §8 writes them; also the edge labels of small diagrams (other ops: their name).
 SHORT_NAMES = {"none": "none", "max_pool_3x3": "max", "avg_pool_3x3": "avg", "skip_connect": "skip",
                "sep_conv_3x3": "sep3", "sep_conv_5x5": "sep5", "dil_conv_3x3": "dil3", "dil_conv_5x5": "dil5",
                "sep_conv_7x7": "sep7", "conv_7x1_1x7": "conv7x1",
@@ -82,7 +82,7 @@ NB201_CONCAT = (3,)
 
 
 def reduction_indices(n_cells: int) -> tuple[int, int]:
-    """Cells ⌊L/3⌋ and ⌊2L/3⌋ reduce, in every DARTS-space network (METHODS.md §1.1, §6)."""
+    """Cells ⌊L/3⌋ and ⌊2L/3⌋ reduce, in every DARTS-space network (docs/methods.md §1.1, §6)."""
     return n_cells // 3, 2 * n_cells // 3
 
 
@@ -183,7 +183,7 @@ def with_concat(g: Genotype, concat: Sequence[int]) -> Genotype:
 
 
 def nb201_from_edges(ops: Sequence[str]) -> Genotype:
-    """The NB201 genotype with ``ops[e]`` on edge e, in METHODS.md §1.2 edge order (1←0, 2←0, 2←1, 3←0,
+    """The NB201 genotype with ``ops[e]`` on edge e, in docs/methods.md §1.2 edge order (1←0, 2←0, 2←1, 3←0,
     3←1, 3←2)."""
     if len(ops) != 6:
         raise GradnasError(f"genotype: an nb201 cell has 6 edges, got {len(ops)} ops")
@@ -192,7 +192,7 @@ def nb201_from_edges(ops: Sequence[str]) -> Genotype:
 
 
 def _darts_cell(spec: str, concat: tuple[int, ...] | None = None) -> CellGenotype:
-    """A darts cell from the METHODS.md §8 shorthand: nodes split by '|', pairs 'short source' by ','; concat
+    """A darts cell from the docs/methods.md §8 shorthand: nodes split by '|', pairs 'short source' by ','; concat
     by default every node."""
     full = {short: op for op, short in SHORT_NAMES.items()}
     nodes = tuple(tuple((full[op], int(src)) for op, src in (p.split() for p in node.split(",")))
@@ -291,7 +291,7 @@ def _int_tuple(obj: object, where: str) -> tuple[int, ...]:
 # ---------------------------------------------------------------------------------------------- NB201 arch strings
 
 def format_arch_string(g: Genotype) -> str:
-    """``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`` (METHODS.md §1.2)."""
+    """``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`` (docs/methods.md §1.2)."""
     _require_shared(g, "nb201", "NB201 arch string")
     return "+".join("|" + "|".join(f"{op}~{src}" for op, src in node) + "|" for node in g.normal.nodes)
 

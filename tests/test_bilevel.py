@@ -1,4 +1,4 @@
-"""DARTS bilevel optimisation (METHODS.md §2): first order touches only α; the second-order
+"""DARTS bilevel optimisation (docs/methods.md §2): first order touches only α; the second-order
 finite-difference Hessian-vector product matches exact double backward."""
 import torch
 import torch.nn as nn

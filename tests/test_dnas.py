@@ -1,4 +1,4 @@
-"""DNAS (METHODS.md §6) and its §7 oracles: decoupled ψ, zero-one loss, per-cell derivation, presets,
+"""DNAS (docs/methods.md §6) and its §7 oracles: decoupled ψ, zero-one loss, per-cell derivation, presets,
 skip-connect dropout, the PC-DARTS global baseline and a tiny end-to-end search."""
 import json
 

@@ -1,4 +1,4 @@
-"""Evaluation networks: METHODS.md §7 weight-count oracles on the §8 genotypes, shapes, aux, drop path."""
+"""Evaluation networks: docs/methods.md §7 weight-count oracles on the §8 genotypes, shapes, aux, drop path."""
 from __future__ import annotations
 
 import pytest
@@ -29,7 +29,7 @@ def nb201(arch: str) -> Genotype:
     return Genotype("nb201", CellGenotype(nodes, (3,)))
 
 
-# METHODS.md §8, written out here so this file does not depend on the genotype parsers.
+# docs/methods.md §8, written out here so this file does not depend on the genotype parsers.
 GENOTYPES = {
     "DARTS_V1": darts("sep3,1 sep3,0 | skip,0 sep3,1 | skip,0 sep3,1 | sep3,0 skip,2",
                       "max,0 max,1 | skip,2 max,0 | max,0 skip,2 | skip,2 avg,0"),

@@ -1,4 +1,4 @@
-"""G-DARTS-A (METHODS.md §4, oracles of §7): channel-group parallel sampling, group attention, grouped convs,
+"""G-DARTS-A (docs/methods.md §4, oracles of §7): channel-group parallel sampling, group attention, grouped convs,
 presets end to end."""
 import functools
 import json

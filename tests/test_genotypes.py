@@ -1,4 +1,4 @@
-"""Genotype text forms, JSON files, validation messages and the published genotypes (METHODS.md §1, §8)."""
+"""Genotype text forms, JSON files, validation messages and the published genotypes (docs/methods.md §1, §8)."""
 from __future__ import annotations
 
 import itertools
@@ -20,7 +20,7 @@ DARTS_V2_TEXT = (
     "('sep_conv_3x3', 1), ('skip_connect', 0), ('skip_connect', 0), ('dil_conv_3x3', 2)], normal_concat=[2, 3, 4, 5], "
     "reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 1), ('max_pool_3x3', 0), "
     "('skip_connect', 2), ('skip_connect', 2), ('max_pool_3x3', 1)], reduce_concat=[2, 3, 4, 5])")
-NB201_ARCHS = {  # METHODS.md §8
+NB201_ARCHS = {  # docs/methods.md §8
     "nb201_is_darts": "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|",
     "nb201_i_darts": "|skip_connect~0|+|skip_connect~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|",
     "nb201_s_darts": "|skip_connect~0|+|skip_connect~0|none~1|+|skip_connect~0|skip_connect~1|skip_connect~2|",

@@ -1,4 +1,4 @@
-"""IS-DARTS (METHODS.md §5, oracles of §7): the Fisher statistic, masks, schedule, removals, survivors, the
+"""IS-DARTS (docs/methods.md §5, oracles of §7): the Fisher statistic, masks, schedule, removals, survivors, the
 measurement on a supernet, end-to-end searches in both spaces and resume across a shrinking step."""
 import json
 

@@ -14,7 +14,7 @@ from gradnas.errors import GradnasError
 IS_DARTS = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 ALL_SKIP = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
 ARCHS = [ALL_SKIP, IS_DARTS]
-# IS-DARTS's published NB201 numbers (METHODS.md §9) as the 200-epoch entries of the fake benchmark; the
+# IS-DARTS's published NB201 numbers (docs/methods.md §9) as the 200-epoch entries of the fake benchmark; the
 # cifar10-valid run's ori-test accuracy (90.0) must not be reported as CIFAR-10 test accuracy.
 ACC = {("cifar10-valid", "valid-accuracy"): 91.55, ("cifar10-valid", "test-accuracy"): 90.0,
        ("cifar10", "test-accuracy"): 94.36, ("cifar100", "valid-accuracy"): 73.49,

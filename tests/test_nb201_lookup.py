@@ -1,4 +1,4 @@
-"""NAS-Bench-201 table look-ups: METHODS.md §7 oracles on the real table, ranking and errors on small ones."""
+"""NAS-Bench-201 table look-ups: docs/methods.md §7 oracles on the real table, ranking and errors on small ones."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""PC-DARTS (METHODS.md §3) and its oracles (§7): partial channels, shuffle, edge normalisation, warm-up,
+"""PC-DARTS (docs/methods.md §3) and its oracles (§7): partial channels, shuffle, edge normalisation, warm-up,
 derivation on sm(α)·sm(β), the ImageNet search subsets, and a PC-DARTS run through the CLI."""
 import json
 
@@ -55,7 +55,7 @@ def test_processed_slice_lands_on_every_kth_channel_and_the_rest_bypasses(fmt, s
     y = edge(x, w)
     assert y.shape == (3, C, 8 // stride, 8 // stride) and y.is_contiguous(memory_format=fmt)
     assert torch.allclose(y[:, 0::k], edge.inner(x[:, :C // k].contiguous(), w), atol=1e-5)
-    bypass = x[:, C // k:] if stride == 1 else F.max_pool2d(x[:, C // k:], 2, 2)  # METHODS.md §3 step 3
+    bypass = x[:, C // k:] if stride == 1 else F.max_pool2d(x[:, C // k:], 2, 2)  # docs/methods.md §3 step 3
     for g in range(1, k):  # input channel g·C/K + q → output channel q·K + g
         assert torch.equal(y[:, g::k], bypass[:, (g - 1) * C // k:g * C // k])
 

@@ -1,4 +1,4 @@
-"""Search-space oracles of METHODS.md §1 and §7: ops, cells, supernets."""
+"""Search-space oracles of docs/methods.md §1 and §7: ops, cells, supernets."""
 import pytest
 import torch
 

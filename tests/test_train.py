@@ -84,7 +84,7 @@ def test_imagenet_and_nb201_recipes():
 
 
 def test_recipe_networks_have_the_published_sizes():
-    # The recipes' networks are those of the METHODS.md §7 weight oracles (10 classes, aux head excluded).
+    # The recipes' networks are those of the docs/methods.md §7 weight oracles (10 classes, aux head excluded).
     ten = ImageDataset("c10", torch.zeros(1, 3, 32, 32, dtype=torch.uint8), torch.zeros(1, dtype=torch.long),
                        torch.zeros(1, 3, 32, 32, dtype=torch.uint8), torch.zeros(1, dtype=torch.long), 10,
                        (0.5,) * 3, (0.25,) * 3, 4)

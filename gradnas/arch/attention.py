@@ -1,4 +1,4 @@
-"""G-DARTS-A group attention (METHODS.md §4): a learnable scale a[ℓ, e, m] per cell, edge and channel group.
+"""G-DARTS-A group attention (docs/methods.md §4): a learnable scale a[ℓ, e, m] per cell, edge and channel group.
 
 Independent per cell and per edge [paper]; trained with α by the architecture optimiser on validation
 batches, since it lives in the :class:`Architecture` module [interp]; no part in derivation [interp].
@@ -15,7 +15,7 @@ def default_attention_init(groups: int, spread: float = 0.3) -> torch.Tensor:
     """``a_m = 1 + spread·(2m − M − 1)/(M − 1)`` for m = 1..M: 0.7, 0.9, 1.1, 1.3 for M=4, 1 for M=1.
 
     The paper's initial values are distinct but lost; this evenly spaced set with mean 1 is
-    METHODS.md §4 [interp], ``spread`` configurable.
+    docs/methods.md §4 [interp], ``spread`` configurable.
     """
     if groups == 1:
         return torch.ones(1)
@@ -26,7 +26,7 @@ def default_attention_init(groups: int, spread: float = 0.3) -> torch.Tensor:
 class GroupAttention(CellModifier):
     """Fills ``CellWeights.groups`` with the (E, M) attention of each cell.
 
-    ``sigmoid=True`` passes a through a logistic sigmoid, SE-style (an option; METHODS.md §4 [interp]
+    ``sigmoid=True`` passes a through a logistic sigmoid, SE-style (an option; docs/methods.md §4 [interp]
     defaults to no activation).
     """
 

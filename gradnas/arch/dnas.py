@@ -1,4 +1,4 @@
-"""DNAS's decoupled per-cell weights (METHODS.md §6): ψ[k,i,j] = σ(α[i,j]) · sm(β[k,:])_i · σ(γ[k,j]).
+"""DNAS's decoupled per-cell weights (docs/methods.md §6): ψ[k,i,j] = σ(α[i,j]) · sm(β[k,:])_i · σ(γ[k,j]).
 
 Every cell k gets its own (E, |O|) weights, yet only E·|O| + L·E + L·|O| numbers are learned instead of
 L·E·|O|: α (edge × op) is shared by all cells, β (cell × edge) says which connections each cell uses and
@@ -30,7 +30,7 @@ def zero_one_loss(z: torch.Tensor) -> torch.Tensor:
 class DecoupledPsi(Architecture):
     """α ∈ R^{E×|O|} shared, β ∈ R^{L×E}, γ ∈ R^{L×|O|}; one genotype per cell (``per_cell``).
 
-    ``beta_softmax="layer"`` normalises β over all E connections of a cell (METHODS.md §6); ``"node"``
+    ``beta_softmax="layer"`` normalises β over all E connections of a cell (docs/methods.md §6); ``"node"``
     normalises it over each node's incoming edges instead (the [interp] option of §6). ``zero_one_weight``
     scales the zero-one loss on σ(α) and σ(γ) added to the architecture objective (10 in DNAS; 0: none).
     """
@@ -43,7 +43,7 @@ class DecoupledPsi(Architecture):
         if beta_softmax not in BETA_SOFTMAX:
             raise GradnasError(f"beta_softmax must be one of {', '.join(BETA_SOFTMAX)}, got {beta_softmax!r}")
         L, E, O = len(self.cell_types), self.num_edges, len(self.op_names)
-        # Init 1e-3·N(0,1) for all three, as DARTS initialises α (METHODS.md §6 [interp]).
+        # Init 1e-3·N(0,1) for all three, as DARTS initialises α (docs/methods.md §6 [interp]).
         self.alpha = nn.Parameter(init_scale * torch.randn(E, O))
         self.beta = nn.Parameter(init_scale * torch.randn(L, E))
         self.gamma = nn.Parameter(init_scale * torch.randn(L, O))
@@ -70,7 +70,7 @@ class DecoupledPsi(Architecture):
     def regularizer(self) -> torch.Tensor | None:
         if self.zero_one_weight == 0:
             return None
-        # One mean over the N = E·|O| + L·|O| sigmoid entries of α and γ (METHODS.md §6 [interp]).
+        # One mean over the N = E·|O| + L·|O| sigmoid entries of α and γ (docs/methods.md §6 [interp]).
         return self.zero_one_weight * zero_one_loss(torch.cat([self.alpha.flatten(), self.gamma.flatten()]))
 
     @torch.no_grad()

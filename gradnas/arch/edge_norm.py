@@ -1,4 +1,4 @@
-"""PC-DARTS edge normalisation: β per edge, softmaxed over the incoming edges of each node (METHODS.md §3)."""
+"""PC-DARTS edge normalisation: β per edge, softmaxed over the incoming edges of each node (docs/methods.md §3)."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""IS-DARTS's binary masks (METHODS.md §5.2): no learned architecture, only which candidates are alive.
+"""IS-DARTS's binary masks (docs/methods.md §5.2): no learned architecture, only which candidates are alive.
 
 One mask m ∈ {0, 1}^{E×|O|} per cell type, all ones at the start; op weights are m / |O| with |O| the fixed
 op count (not the number of survivors), as the authors' code does. The masks are buffers, so they travel

@@ -1,4 +1,4 @@
-"""DARTS's continuous relaxation: α per cell type, softmax over the ops of each edge (METHODS.md §1.1)."""
+"""DARTS's continuous relaxation: α per cell type, softmax over the ops of each edge (docs/methods.md §1.1)."""
 from __future__ import annotations
 
 import torch
@@ -31,7 +31,7 @@ class SoftmaxAlpha(Architecture):
 
 class PerCellSoftmax(Architecture):
     """A free α per cell, shape (L, E, |O|), softmax over the ops of each edge in each cell: the
-    "PC-DARTS global" baseline of DNAS (METHODS.md §6), L·E·|O| parameters; one genotype per cell."""
+    "PC-DARTS global" baseline of DNAS (docs/methods.md §6), L·E·|O| parameters; one genotype per cell."""
 
     per_cell = True
 

@@ -1,7 +1,7 @@
 """NAS-Bench-201 accuracy look-up from a CSV table (``index,arch,cifar10_test,cifar100_test,imagenet16_120_test``).
 
 Each architecture is stored as one integer: its 6 op indices (NB201_OPS order) as base-5 digits, edge 0 most
-significant, in METHODS.md §1.2 edge order (1←0, 2←0, 2←1, 3←0, 3←1, 3←2). The table keeps only the index,
+significant, in docs/methods.md §1.2 edge order (1←0, 2←0, 2←1, 3←0, 3←1, 3←2). The table keeps only the index,
 code and float32 accuracy arrays, plus a code → row map and sorted accuracies for ranking (≈ 0.6 MB for all
 15,625 rows, against 1.8 MB of CSV); arch strings are rebuilt on demand.
 
@@ -141,7 +141,7 @@ class NB201Table:
 
     def top_k(self, edge_probs: object, k: int = 5) -> list[tuple[float, NB201Entry]]:
         """The ``k`` table architectures most probable when each edge picks its op independently with
-        ``edge_probs`` (6×5, METHODS.md §1.2 edge order × NB201_OPS order); ties go to the lower code."""
+        ``edge_probs`` (6×5, docs/methods.md §1.2 edge order × NB201_OPS order); ties go to the lower code."""
         probs = np.asarray(edge_probs.detach().cpu() if hasattr(edge_probs, "detach") else edge_probs, np.float64)
         if probs.shape != (N_EDGES, len(NB201_OPS)):
             raise GradnasError(f"top_k: edge_probs must have shape (6, 5), got {tuple(probs.shape)}")

@@ -1,4 +1,4 @@
-"""Datasets as whole uint8 tensors (METHODS.md §2): built-in digits, CIFAR-10/100, ``.npz`` files, image folders.
+"""Datasets as whole uint8 tensors (docs/methods.md §2): built-in digits, CIFAR-10/100, ``.npz`` files, image folders.
 
 Every dataset is loaded once into memory as ``uint8`` NCHW tensors, small enough to live on the training
 device, so batches are sliced and augmented there (see :mod:`gradnas.data.loader`) with no worker processes.

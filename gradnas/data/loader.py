@@ -39,7 +39,7 @@ def crop_flip(x: torch.Tensor, padding: int, offsets: torch.Tensor | None, flip:
 
 def cutout(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, length: int) -> torch.Tensor:
     """Zero, in place, one length×length square per image centred at (``rows[b]``, ``cols[b]``), clipped at the
-    borders (METHODS.md §1.1); an odd length covers exactly ``length`` pixels too. The mask is built by
+    borders (docs/methods.md §1.1); an odd length covers exactly ``length`` pixels too. The mask is built by
     broadcasting row and column range tests."""
     _, _, H, W = x.shape
     r = torch.arange(H, device=x.device) - (rows - length // 2)[:, None]  # B×H; inside when 0 <= r < length

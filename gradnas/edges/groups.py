@@ -1,11 +1,11 @@
-"""G-DARTS-A channel groups (METHODS.md §4): shared-weight parallel sampling and per-group attention.
+"""G-DARTS-A channel groups (docs/methods.md §4): shared-weight parallel sampling and per-group attention.
 
 The edge input is split into M contiguous channel groups x^1..x^M and the output is
 ``f(x) = concat_m(a_m · y^m)`` with ``y^m`` the mixed op's output on group m.
 
 - ``fold=True``, mode "exact" (G-DARTS): one mixed op built for C/M channels serves every group. The groups are
   folded into the batch, (B, M, C/M, H, W) → (B·M, C/M, H, W), so all of them run in one pass with
-  shared weights; BN statistics are then pooled over groups (METHODS.md §4 [interp]).
+  shared weights; BN statistics are then pooled over groups (docs/methods.md §4 [interp]).
 - ``fold=False``, mode "split" (DARTS-with-Attention; G-DARTS-A, whose grouped convs keep the groups apart by
   themselves): the mixed op runs at full width and only its output is split into M groups.
 

@@ -1,4 +1,4 @@
-"""The plain mixed edge of DARTS: f(x) = Σ_o w_o · o(x) (METHODS.md §1.1)."""
+"""The plain mixed edge of DARTS: f(x) = Σ_o w_o · o(x) (docs/methods.md §1.1)."""
 from __future__ import annotations
 
 from typing import Callable
@@ -17,7 +17,7 @@ class MixedOp(nn.Module):
     (IS-DARTS shrinking) are skipped rather than multiplied by zero; an edge whose only op left is ``none``
     (an NB201 cell may keep one) outputs its zero map, so a node fed only by such edges is zero. Ops that
     begin with a ReLU share one ReLU of the input. ``skip_dropout`` > 0 applies dropout to the skip_connect
-    branch in training mode (DNAS's skip-connect drop, METHODS.md §6 [interp]).
+    branch in training mode (DNAS's skip-connect drop, docs/methods.md §6 [interp]).
     """
 
     def __init__(self, space: str, op_names: tuple[str, ...], C: int, stride: int,

@@ -1,4 +1,4 @@
-"""PC-DARTS partial channel connections (METHODS.md §3).
+"""PC-DARTS partial channel connections (docs/methods.md §3).
 
 Only the first C/K channels go through the candidate ops; the rest bypass them (max-pooled on stride-2
 edges); a channel shuffle with K groups then moves the processed slice onto channels 0, K, 2K, … so that
@@ -45,7 +45,7 @@ class PartialChannelEdge(nn.Module):
     ``sampling="first"`` takes the first C/K channels, as the authors' code does; ``"random"`` takes a
     fresh random channel subset each forward (the paper's mask S), an option only. ``"all"`` sends every
     channel through the inner edge (then built for C channels: G-PC-DARTS-A's K groups through one shared
-    op, METHODS.md §4), with no bypass, so stride-2 edges stride every group; the shuffle stays.
+    op, docs/methods.md §4), with no bypass, so stride-2 edges stride every group; the shuffle stays.
     """
 
     def __init__(self, inner: nn.Module, k: int, stride: int, sampling: str = "first"):
@@ -67,7 +67,7 @@ class PartialChannelEdge(nn.Module):
         if self.sampling == "random":
             # The paper's form Σ_o w_o·o(S∗x) + (1−S)∗x with a fresh random S of C/K channels: the processed
             # channels stay in place and no shuffle follows, since each draw already varies them
-            # (METHODS.md §3 asks only for a random channel choice before slicing [interp]).
+            # (docs/methods.md §3 asks only for a random channel choice before slicing [interp]).
             chosen = torch.randperm(C, device=x.device)[:width]
             y = self.inner(x.index_select(1, chosen).contiguous(memory_format=fmt), weights, *scales)
             return None if y is None else self.bypass(x).index_copy(1, chosen, y)

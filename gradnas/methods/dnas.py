@@ -1,4 +1,4 @@
-"""DNAS presets (METHODS.md §6): global search, one cell architecture per cell, with the decoupled ψ or,
+"""DNAS presets (docs/methods.md §6): global search, one cell architecture per cell, with the decoupled ψ or,
 as the paper's baseline, a free per-cell softmax ("PC-DARTS global")."""
 from ..config import PRESETS
 from ..errors import GradnasError

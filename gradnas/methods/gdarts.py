@@ -1,4 +1,4 @@
-"""G-DARTS-A presets (METHODS.md §4): channel groups with per-group attention, on DARTS and on PC-DARTS.
+"""G-DARTS-A presets (docs/methods.md §4): channel groups with per-group attention, on DARTS and on PC-DARTS.
 
 The paper's search settings are lost: DARTS first order with its defaults, the weight learning rate annealed
 to zero and cutout on during search [paper]; G-PC-DARTS-A keeps PC-DARTS's settings [interp].
@@ -6,7 +6,7 @@ to zero and cutout on during search [paper]; G-PC-DARTS-A keeps PC-DARTS's setti
 from ..config import PRESETS
 from .pcdarts import pc_darts
 
-GROUPS = 4  # M; the grouped-convolution g is lost and defaults to M (METHODS.md §4 [interp])
+GROUPS = 4  # M; the grouped-convolution g is lost and defaults to M (docs/methods.md §4 [interp])
 ATTENTION = {"groups": GROUPS, "group_attention": True, "cutout": 16}
 DARTS_FIRST_ORDER = {"order": 1, "lr_min": 0.0}
 

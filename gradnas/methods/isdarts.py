@@ -1,4 +1,4 @@
-"""IS-DARTS presets (METHODS.md §5) and its two ablations, I-DARTS and S-DARTS.
+"""IS-DARTS presets (docs/methods.md §5) and its two ablations, I-DARTS and S-DARTS.
 
 IS-DARTS: binary masks instead of α, single-level training on all the data, progressive shrinking ranked by
 the information-based importance of op outputs. I-DARTS: the same measure, one selection after the last
@@ -6,13 +6,13 @@ epoch (r = 1). S-DARTS: the same shrinking schedule ranked by DARTS's α, learne
 """
 from ..config import PRESETS
 
-#: Published search settings per space (METHODS.md §5.3): epochs T, shrink rate r, interval I, IIM images N.
+#: Published search settings per space (docs/methods.md §5.3): epochs T, shrink rate r, interval I, IIM images N.
 SCHEDULES = {"nb201": {"epochs": 30, "shrink_rate": 0.25, "shrink_interval": 2, "iim_samples": 200},
              "darts": {"epochs": 50, "shrink_rate": 0.143, "shrink_interval": 3, "iim_samples": 600}}
 
-#: Weight training of METHODS.md §5.2 [code]: Nesterov SGD, cosine 0.025 → 0.001 annealed every iteration,
+#: Weight training of docs/methods.md §5.2 [code]: Nesterov SGD, cosine 0.025 → 0.001 annealed every iteration,
 #: wd 3e-4 (the paper's appendix gives 5e-4 for NB201: --weight-decay 5e-4), batch 64, clip 5, crop + flip.
-#: The supernet is the authors' (xautodl, METHODS.md §5.2): the BNs inside the cells normalise with batch
+#: The supernet is the authors' (xautodl, docs/methods.md §5.2): the BNs inside the cells normalise with batch
 #: statistics only (track_running_stats=False) while the stem, NB201's residual blocks and the final BN keep
 #: running statistics, which eval mode (the importance measurement) uses; in the DARTS space no BN follows
 #: the pools and a BN + ReLU precedes the global pool (NB201's supernet has both already).

@@ -1,4 +1,4 @@
-"""DARTS-space evaluation networks compiled from a genotype (METHODS.md §1.1).
+"""DARTS-space evaluation networks compiled from a genotype (docs/methods.md §1.1).
 
 ``NetworkCIFAR`` and ``NetworkImageNet`` share one body (a stack of :class:`EvalCell`, an optional
 auxiliary head, global pooling and a linear classifier) and differ only in their stems and aux heads.

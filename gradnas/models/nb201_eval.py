@@ -1,4 +1,4 @@
-"""NAS-Bench-201 evaluation network compiled from a genotype (METHODS.md §1.2)."""
+"""NAS-Bench-201 evaluation network compiled from a genotype (docs/methods.md §1.2)."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""Architecture updates: DARTS's bilevel step, first or second order (METHODS.md §2), or none at all.
+"""Architecture updates: DARTS's bilevel step, first or second order (docs/methods.md §2), or none at all.
 
 The search loop calls ``update.arch_step(...)`` before each weight step; which objective the
 architecture follows, whether it is frozen for warm-up epochs and how the gradient is approximated
@@ -77,7 +77,7 @@ class Bilevel(NoArchUpdate):
     ``order=2`` differentiates through one virtual SGD step of the weights and approximates the
     Hessian-vector product by finite differences, as DARTS does. A stochastic supernet (DNAS's skip dropout,
     random partial channels) draws new masks on every forward; the three forwards of L_train in one unrolled
-    step replay the same generator state, so they differentiate one function (METHODS.md §2).
+    step replay the same generator state, so they differentiate one function (docs/methods.md §2).
     """
 
     uses_validation = True
@@ -127,7 +127,7 @@ class Bilevel(NoArchUpdate):
 
     # -- second order ---------------------------------------------------------------------------
     def unrolled_gradient(self, train: Batch, val: Batch, weight_optimizer: torch.optim.Optimizer):
-        """g_α = ∇_α L_val(w', α) − ξ · H·v, with w' one virtual SGD step from w (METHODS.md §2)."""
+        """g_α = ∇_α L_val(w', α) − ξ · H·v, with w' one virtual SGD step from w (docs/methods.md §2)."""
         weights = [p for p in self.model.weight_parameters() if p.requires_grad]
         group = weight_optimizer.param_groups[0]
         xi, momentum, wd = group["lr"], group.get("momentum", 0.0), group.get("weight_decay", 0.0)

@@ -213,7 +213,7 @@ class Searcher:
         c, d = self.config, self.data
         augment = Augment(crop=True, flip=True, cutout=c.cutout, padding=d.crop_padding)
         n = len(d.y_train)
-        if self.update.uses_validation:  # train_portion split, or two subsets (PC-DARTS ImageNet, METHODS.md §3)
+        if self.update.uses_validation:  # train_portion split, or two subsets (PC-DARTS ImageNet, docs/methods.md §3)
             train_idx, val_idx = search_split(n, c.train_subset or c.train_portion, c.seed, c.val_subset)
         else:  # single-level methods train on all data (or on the train subset)
             train_idx = torch.arange(n) if c.train_subset is None else search_split(n, c.train_subset, c.seed)[0]
@@ -413,7 +413,7 @@ class Searcher:
 
 def _endless(loader: DeviceLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Batches without end, a new shuffled pass after each: the validation part may hold fewer batches than
-    the training part (PC-DARTS's ImageNet subsets, 2.5 % vs 10 %, METHODS.md §3)."""
+    the training part (PC-DARTS's ImageNet subsets, 2.5 % vs 10 %, docs/methods.md §3)."""
     while True:
         yield from loader
 

@@ -1,4 +1,4 @@
-"""The progressive-shrinking hook of IS-DARTS (METHODS.md §5.3) and its importance plot.
+"""The progressive-shrinking hook of IS-DARTS (docs/methods.md §5.3) and its importance plot.
 
 After the scheduled epochs it measures every alive candidate (``importance``: the Fisher term F of op outputs
 for IS-DARTS, α for the S-DARTS ablation), averages the statistic over the cells sharing a mask (F itself, not
@@ -56,7 +56,7 @@ class ProgressiveShrinking(Hook):
         self.history: list[tuple[int, Scores]] = []  # (completed epoch, scores) of every measurement
 
     def _samples(self, searcher: "Searcher") -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-        """METHODS.md §5.1: N fixed images of the validation data (else the training data), unaugmented, in
+        """docs/methods.md §5.1: N fixed images of the validation data (else the training data), unaugmented, in
         near-equal batches of at most ``batch_size``; N = 0 or None: one pass over the training loader, as
         the authors' code does."""
         n, c = self.config.iim_samples, self.config

@@ -1,4 +1,4 @@
-"""IS-DARTS's information-based importance of candidate ops (METHODS.md §5.1).
+"""IS-DARTS's information-based importance of candidate ops (docs/methods.md §5.1).
 
 The pixels of an op's output are modelled as Gaussian across channels; the statistic is the Fisher term the
 authors' code ranks by, ``F = mean φ`` with ``φ = 3·(y − μ)² / s⁶`` (μ, s: mean and unbiased std over the
@@ -96,7 +96,7 @@ def fisher_totals(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.
         computed[c, e, op.active] = True
     sums = sums.masked_fill(~computed, float("nan"))
     none = [i for i, name in enumerate(op_names) if name == "none"]
-    sums[:, :, none] = float("inf")  # a zero map: F = ∞ (METHODS.md §5.3), so it is never computed
+    sums[:, :, none] = float("inf")  # a zero map: F = ∞ (docs/methods.md §5.3), so it is never computed
     return sums, sums.new_full((len(cells),), images)
 
 

@@ -22,7 +22,7 @@ def _node_slices(in_degrees: tuple[int, ...]) -> list[tuple[int, int]]:
 
 @RULES.register("darts")
 def top2_edges(W: torch.Tensor, op_names: tuple[str, ...], in_degrees: tuple[int, ...]) -> CellGenotype:
-    """DARTS rule (METHODS.md §1.1): per node keep the two incoming edges with the strongest non-none op
+    """DARTS rule (docs/methods.md §1.1): per node keep the two incoming edges with the strongest non-none op
     (stable: ties go to the lower source), each with its strongest non-none op. Pairs are listed strongest first, as the original code does."""
     W = W.detach().cpu()
     usable = torch.tensor([name != "none" for name in op_names])
@@ -37,7 +37,7 @@ def top2_edges(W: torch.Tensor, op_names: tuple[str, ...], in_degrees: tuple[int
 
 @RULES.register("argmax")
 def argmax_per_edge(W: torch.Tensor, op_names: tuple[str, ...], in_degrees: tuple[int, ...]) -> CellGenotype:
-    """NAS-Bench-201 rule (METHODS.md §1.2): every edge keeps its strongest op, none included."""
+    """NAS-Bench-201 rule (docs/methods.md §1.2): every edge keeps its strongest op, none included."""
     best = W.detach().cpu().argmax(dim=1).tolist()
     nodes = tuple(tuple((op_names[best[start + j]], j) for j in range(degree))
                   for start, degree in _node_slices(in_degrees))

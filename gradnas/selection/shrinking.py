@@ -1,4 +1,4 @@
-"""Progressive shrinking of comparison subsets (METHODS.md §5.3): the schedule, the removals, the survivors.
+"""Progressive shrinking of comparison subsets (docs/methods.md §5.3): the schedule, the removals, the survivors.
 
 A comparison subset is a group of (edge, op) candidates of one cell type that compete for ``keep`` places:
 in NB201 the 5 ops of one edge (keep 1), in the DARTS space every (source, op) pair entering one node (keep 2;

@@ -8,7 +8,7 @@ from .ops import ReLUConvBN
 
 
 class ResidualBlock(nn.Module):
-    """The NAS-Bench-201 residual block between stages (METHODS.md §1.2): halves H×W, Ci → Co."""
+    """The NAS-Bench-201 residual block between stages (docs/methods.md §1.2): halves H×W, Ci → Co."""
 
     def __init__(self, C_in: int, C_out: int, affine: bool = True):
         super().__init__()
@@ -31,7 +31,7 @@ def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
 
 def drop_running_stats(module: nn.Module) -> nn.Module:
     """Make every BatchNorm in ``module`` normalise with the statistics of the current batch, in training and
-    in eval mode alike, and keep no running estimates (the IS-DARTS supernet, METHODS.md §5.2)."""
+    in eval mode alike, and keep no running estimates (the IS-DARTS supernet, docs/methods.md §5.2)."""
     for bn in module.modules():
         if isinstance(bn, nn.modules.batchnorm._BatchNorm):
             bn.track_running_stats = False

@@ -1,4 +1,4 @@
-"""The DARTS cell search space (METHODS.md §1.1): 14-edge cells, normal and reduction, on a CIFAR macro.
+"""The DARTS cell search space (docs/methods.md §1.1): 14-edge cells, normal and reduction, on a CIFAR macro.
 
 As in the DARTS code, a cell has ``steps`` intermediate nodes (4: 14 edges) and its output concatenates the
 last ``multiplier`` of them (4: all).
@@ -76,10 +76,10 @@ def sum_nodes(edges: nn.ModuleList, states: list[torch.Tensor], num_nodes: int,
 
 
 class DartsSupernet(nn.Module):
-    """Stem, L cells (reductions at ⌊L/3⌋ and ⌊2L/3⌋), global pool, linear (METHODS.md §1.1).
+    """Stem, L cells (reductions at ⌊L/3⌋ and ⌊2L/3⌋), global pool, linear (docs/methods.md §1.1).
 
     Two choices tell quark0's supernet (the defaults, also PC-DARTS's) from IS-DARTS's (its vendored xautodl
-    ``NASNetworkISDarts``, METHODS.md §5.2): ``pool_bn`` puts a non-affine BN after every max/avg pool of the
+    ``NASNetworkISDarts``, docs/methods.md §5.2): ``pool_bn`` puts a non-affine BN after every max/avg pool of the
     candidate ops, and ``final_bn_relu`` adds a BN + ReLU between the last cell and the global pool.
     ``concat`` names the nodes each cell concatenates, so derived genotypes carry them.
     """

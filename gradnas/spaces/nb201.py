@@ -1,4 +1,4 @@
-"""The NAS-Bench-201 search space (METHODS.md §1.2): 4-node cells that sum, on a 3-stage residual macro."""
+"""The NAS-Bench-201 search space (docs/methods.md §1.2): 4-node cells that sum, on a 3-stage residual macro."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""Candidate operations of the DARTS and NAS-Bench-201 spaces (METHODS.md §1.1, §1.2).
+"""Candidate operations of the DARTS and NAS-Bench-201 spaces (docs/methods.md §1.1, §1.2).
 
 ``OPS[space]`` is the registry of a space's ops; an op registered there (also from a user's own module)
 can be searched (``SearchConfig.ops``), stored in genotypes and trained. ``DARTS_OPS`` and ``NB201_OPS``
@@ -6,7 +6,7 @@ are the op sets searched by default. Every op maps C → C channels with stride 
 ``OPS[space][name](C, stride, affine, conv_groups)``; ``build_op(..., pool_bn=False)`` drops the BN that follows
 the DARTS space's pools in the supernet (IS-DARTS's supernet).
 Convolutions are bias-free. ``conv_groups`` groups the pointwise convs inside candidate ops (the
-G-DARTS-A grouped-convolution variant, METHODS.md §4); depthwise convs and cell preprocessing keep theirs.
+G-DARTS-A grouped-convolution variant, docs/methods.md §4); depthwise convs and cell preprocessing keep theirs.
 
 Ops that start with a ReLU subclass :class:`ReLUFirst`, so a mixed edge can apply that ReLU once for all
 of its candidates instead of once per op (same result, fewer kernels and saved tensors).
@@ -105,7 +105,7 @@ class FactorizedReduce(ReLUFirst):
 
 def _concat_groupwise(a: torch.Tensor, b: torch.Tensor, groups: int) -> torch.Tensor:
     """Concatenate channels group by group ([a_1, b_1, …, a_g, b_g]), so that a grouped FactorizedReduce maps
-    input group m to output group m only (METHODS.md §4: groups stay separate). One copy, as a plain
+    input group m to output group m only (docs/methods.md §4: groups stay separate). One copy, as a plain
     concatenation, in the inputs' memory format."""
     if a.is_contiguous():
         return torch.cat([a.unflatten(1, (groups, -1)), b.unflatten(1, (groups, -1))], 2).flatten(1, 2)

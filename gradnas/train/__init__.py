@@ -1,4 +1,4 @@
-"""Training, evaluating and exporting found architectures (METHODS.md §1.1, §1.2, §5.3 recipes)."""
+"""Training, evaluating and exporting found architectures (docs/methods.md §1.1, §1.2, §5.3 recipes)."""
 from ..models.saved import load_model, read_model
 from .evaluate import count_macs, evaluate, evaluate_saved
 from .export import FORMATS, export_model

@@ -1,15 +1,15 @@
 """Training recipes for found architectures and the typed configuration of a training run.
 
-The dataclass defaults are the DARTS CIFAR recipe (METHODS.md §1.1). A recipe is data: the fields it
+The dataclass defaults are the DARTS CIFAR recipe (docs/methods.md §1.1). A recipe is data: the fields it
 changes. Precedence, lowest first: defaults, recipe, config file, explicit arguments.
 
 - ``cifar``: NetworkCIFAR, 20 cells, C=36, 600 epochs, batch 96, SGD momentum 0.9, lr 0.025 cosine → 0,
   weight decay 3e-4, clip 5, crop + flip + cutout 16, drop path 0.2·epoch/epochs, auxiliary weight 0.4.
-- ``cifar-is-darts``: the same with 5 linear warm-up epochs and Nesterov momentum (METHODS.md §5.3).
+- ``cifar-is-darts``: the same with 5 linear warm-up epochs and Nesterov momentum (docs/methods.md §5.3).
 - ``imagenet``: NetworkImageNet (mobile setting), 14 cells, C=48, 250 epochs, batch 128, lr 0.1 × 0.97 per
-  epoch, weight decay 3e-5, label smoothing 0.1, auxiliary 0.4, no drop path, clip 5 (METHODS.md §1.1).
-- ``imagenet-is-darts``: the same with lr 0.1 cosine → 0 and 5 warm-up epochs (METHODS.md §5.3).
-- ``nb201``: NB201Network (C=16, 5 cells per stage) with NAS-Bench-201's 200-epoch setting, which METHODS.md
+  epoch, weight decay 3e-5, label smoothing 0.1, auxiliary 0.4, no drop path, clip 5 (docs/methods.md §1.1).
+- ``imagenet-is-darts``: the same with lr 0.1 cosine → 0 and 5 warm-up epochs (docs/methods.md §5.3).
+- ``nb201``: NB201Network (C=16, 5 cells per stage) with NAS-Bench-201's 200-epoch setting, which docs/methods.md
   §1.2 does not restate; taken from the benchmark's hyper-parameter file (AutoDL-Projects
   ``configs/nas-benchmark/hyper-opts/200E.config``): SGD Nesterov momentum 0.9, lr 0.1 cosine → 0, weight
   decay 5e-4, batch 256, 200 epochs, crop + flip, no gradient clipping, no auxiliary head or drop path.
@@ -196,7 +196,7 @@ def check_train_config(c: TrainConfig, genotype: Genotype) -> None:
 
 def learning_rate(c: TrainConfig, epoch: int) -> float:
     """The rate of ``epoch`` (0-based), set once per epoch as in the DARTS code: linear warm-up to ``lr`` over
-    ``warmup_epochs`` [METHODS.md §5.3 gives only the count; linear per epoch is our reading], then cosine
+    ``warmup_epochs`` [docs/methods.md §5.3 gives only the count; linear per epoch is our reading], then cosine
     from ``lr`` to ``lr_min`` over the remaining epochs, or ``lr·lr_decay^t``."""
     if epoch < c.warmup_epochs:
         return c.lr * (epoch + 1) / c.warmup_epochs
@@ -207,5 +207,5 @@ def learning_rate(c: TrainConfig, epoch: int) -> float:
 
 
 def drop_path_prob(c: TrainConfig, epoch: int) -> float:
-    """Drop-path probability of ``epoch``: ``drop_path · epoch / epochs`` (METHODS.md §1.1)."""
+    """Drop-path probability of ``epoch``: ``drop_path · epoch / epochs`` (docs/methods.md §1.1)."""
     return c.drop_path * epoch / c.epochs
