@@ -90,8 +90,9 @@ class Bilevel(NoArchUpdate):
         if order not in (1, 2):
             raise ValueError(f"order must be 1 or 2, got {order}")
         self.criterion, self.order, self.warmup_epochs = criterion, order, warmup_epochs
-        self.arch_params = list(model.arch_parameters())
-        self.optimizer = torch.optim.Adam(self.arch_params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+        groups = model.arch.param_groups()  # G-DARTS-A's attention: no weight decay
+        self.arch_params = [p for g in groups for p in g["params"]]
+        self.optimizer = torch.optim.Adam(groups, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
 
     def active(self, epoch: int) -> bool:
         """PC-DARTS freezes the architecture for its warm-up epochs."""
@@ -175,4 +176,9 @@ class Bilevel(NoArchUpdate):
         return {"optimizer": self.optimizer.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        saved, groups = state["optimizer"], self.optimizer.param_groups
+        if len(saved["param_groups"]) == 1 < len(groups):  # saved with one group, in arch_parameters() order
+            index = {p: i for i, p in enumerate(self.model.arch_parameters())}
+            saved = {**saved, "param_groups": [{**saved["param_groups"][0], "weight_decay": g["weight_decay"],
+                                                "params": [index[p] for p in g["params"]]} for g in groups]}
+        self.optimizer.load_state_dict(saved)
