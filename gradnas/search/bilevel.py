@@ -84,8 +84,9 @@ class Bilevel(NoArchUpdate):
 
     def __init__(self, model: SearchModel, criterion: Callable, order: int = 1, lr: float = 3e-4,
                  betas: tuple[float, float] = (0.5, 0.999), weight_decay: float = 1e-3, warmup_epochs: int = 0,
-                 fd_radius: float = 1e-2):
+                 fd_radius: float = 1e-2, grad_clip: float = 0.0):
         super().__init__(model)
+        self.grad_clip = grad_clip  # > 0: clip the architecture gradient's norm (PC-DARTS's ImageNet search)
         self.fd_radius = fd_radius  # ε = fd_radius / ‖v‖ in the finite difference (0.01 in DARTS)
         if order not in (1, 2):
             raise ValueError(f"order must be 1 or 2, got {order}")
@@ -119,6 +120,10 @@ class Bilevel(NoArchUpdate):
             loss, logits, grads = self.unrolled_gradient(train, val, weight_optimizer)
         for p, g in zip(self.arch_params, grads):
             p.grad = g
+        if self.grad_clip > 0:
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.arch_params, self.grad_clip)
         if self.scaler is None:
             self.optimizer.step()
         else:
