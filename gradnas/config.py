@@ -63,6 +63,7 @@ class SearchConfig:
     importance: str = "fisher"           # shrinking: rank by "fisher" information of op outputs, or "alpha"
     shrink_rate: float = 0.25            # shrinking: r, S = round(1/r) steps
     shrink_interval: int = 2             # shrinking: I epochs between steps; the last step is I epochs before the end
+    shrink_window: int | None = None     # shrinking: steps from epoch T − W on, not T − S·I (paper's rate study: 20)
     iim_samples: int | None = 200        # images per importance measurement; 0 or None: the whole training loader
     iim_every: int = 1                   # also measure importance every k epochs, for the plot (0: at steps only)
     order: int = 1
