@@ -109,7 +109,7 @@ def main() -> None:
         measure = {name: time_measurement(m, images, batch_size, max(1, args.steps // 2))
                    for name, m in (copies[0], copies[-1])}
         base = statistics.median(times[copies[0][0]])
-        schedule = shrink_epochs(config.epochs, config.shrink_rate, config.shrink_interval)
+        schedule = shrink_epochs(config.epochs, config.shrink_rate, config.shrink_interval, config.shrink_window)
         if not args.json:
             print(f"\n{space}: C={config.channels}, {config.layers} cells{' per stage' if space == 'nb201' else ''}, "
                   f"batch {batch_size}, {size} px, {torch.get_num_threads()} threads; steps after epochs {schedule}")

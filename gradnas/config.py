@@ -45,6 +45,7 @@ class SearchConfig:
                                          # and the final BN keep running statistics and use them in eval mode
     pool_bn: bool = True                 # DARTS space: BN after the candidate pools (quark0; False: IS-DARTS)
     final_bn_relu: bool = False          # DARTS space: BN + ReLU before the global pool (IS-DARTS; NB201 has it)
+    imagenet_stem: bool = False          # DARTS space: the 8-fold down-sampling stems of a 224-px search (PC-DARTS)
     # the method's parts (docs/methods.md; each a registry name or an option of one)
     arch: str = "softmax"                # architecture parameterisation
     edge: str = "mixed"                  # mixed-edge kind
@@ -67,6 +68,7 @@ class SearchConfig:
     importance: str = "fisher"           # shrinking: rank by "fisher" information of op outputs, or "alpha"
     shrink_rate: float = 0.25            # shrinking: r, S = round(1/r) steps
     shrink_interval: int = 2             # shrinking: I epochs between steps; the last step is I epochs before the end
+    shrink_window: int | None = None     # shrinking: steps from epoch T − W on, not T − S·I (paper's rate study: 20)
     iim_samples: int | None = 200        # images per importance measurement; 0 or None: the whole training loader
     iim_every: int = 1                   # also measure importance every k epochs, for the plot (0: at steps only)
     order: int = 1
@@ -76,6 +78,7 @@ class SearchConfig:
     lr: float = 0.025
     lr_min: float = 0.001
     lr_per_step: bool = False            # cosine schedule updated every iteration (IS-DARTS), not every epoch
+    lr_warmup_epochs: int = 0            # linear warm-up lr·(e+1)/k over the first k epochs (PC-DARTS ImageNet)
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 3e-4
@@ -85,6 +88,7 @@ class SearchConfig:
     arch_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
     arch_weight_decay: float = 1e-3
     arch_warmup_epochs: int = 0
+    arch_grad_clip: float = 0.0          # clip the architecture gradient's norm (PC-DARTS ImageNet: 5; 0: off)
     # data handling
     train_portion: float = 0.5
     train_subset: float | None = None    # fractions of the training set drawn (seeded, disjoint) as the search's
@@ -277,6 +281,10 @@ def check_config(config: SearchConfig) -> None:
                            f"got {config.train_subset} and {config.val_subset}")
     if not 0.0 <= config.skip_dropout < 1.0:
         raise GradnasError(f"skip_dropout must lie in [0, 1), got {config.skip_dropout}")
+    if not 0 <= config.lr_warmup_epochs < config.epochs:
+        raise GradnasError(f"lr_warmup_epochs must lie in 0..epochs-1, got {config.lr_warmup_epochs}")
+    if config.arch_grad_clip < 0:
+        raise GradnasError(f"arch_grad_clip must not be negative, got {config.arch_grad_clip}")
     if config.zero_one_weight < 0:
         raise GradnasError(f"zero_one_weight must be non-negative, got {config.zero_one_weight}")
     if config.channels % config.partial_k:

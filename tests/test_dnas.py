@@ -164,6 +164,38 @@ def test_presets_follow_section_6_and_each_option_turns_off():
         resolve_config({"method": "dnas", "skip_dropout": 1.5})
 
 
+def test_pc_darts_global_is_pc_darts_with_per_cell_weights():
+    """The DNAS paper's baseline: PC-DARTS's edge (K=4) and edge normalisation, per-cell α and β, without
+    DNAS's own skip dropout or zero-one loss."""
+    c = resolve_config({"method": "pc-darts-global", "layers": 5, "channels": 8})
+    assert (c.arch, c.partial_k, c.edge_norm, c.skip_dropout, c.zero_one_weight) == ("per-cell-softmax", 4, True, 0.0, 0.0)
+    model = build_search_model(c, 10)
+    norm = model.arch.modifiers[0]
+    assert sorted(norm.beta) == [f"cell{i}" for i in range(5)] and model.net.cells[0].edges[0].inner.dropped == -1
+    with torch.no_grad():
+        norm.beta["cell3"].normal_()
+    weights = model.arch.selection_weights()  # β of cell 3 changes cell 3's weights only
+    assert not torch.allclose(weights[3], weights[1]) and torch.allclose(weights[1], weights[4], atol=1e-2)
+    assert model.arch.regularizer() is None
+
+
+def test_zero_one_loss_reaches_the_architecture_gradient():
+    from gradnas.search.bilevel import Bilevel
+    model = build_search_model(resolve_config({"method": "dnas", "layers": 5, "channels": 8}), 10)
+    with torch.no_grad():
+        for p in model.arch.parameters():
+            p.normal_()
+    arch = model.arch
+    z = torch.cat([arch.alpha.flatten(), arch.gamma.flatten()]).detach().requires_grad_()
+    (g,) = torch.autograd.grad(10 * zero_one_loss(z), z)
+    update = Bilevel(model, lambda logits, y: 0 * logits.sum(), order=1)  # only the regulariser has a gradient
+    batch = (torch.randn(2, 3, 8, 8), torch.randint(0, 10, (2,)))
+    update.arch_step(batch, batch, torch.optim.SGD(model.weight_parameters(), lr=0.1))
+    assert torch.allclose(arch.alpha.grad.flatten(), g[:arch.alpha.numel()])
+    assert torch.allclose(arch.gamma.grad.flatten(), g[arch.alpha.numel():]) and (g != 0).all()
+    assert (arch.beta.grad == 0).all()
+
+
 def test_skip_dropout_only_on_skip_branch_and_only_in_training():
     torch.manual_seed(0)
     op = MixedOp("darts", tuple(OPS), 4, 1, skip_dropout=0.5)

@@ -14,6 +14,7 @@ from gradnas.config import resolve_config
 from gradnas.edges import ChannelGroupEdge, build_edge, channel_shuffle
 from gradnas.edges.groups import fold_groups, unfold_groups
 from gradnas.errors import GradnasError
+from gradnas.search.bilevel import Bilevel
 from gradnas.search.loop import Searcher, build_search_model, search
 from gradnas.selection import derive_genotype
 from gradnas.spaces import DARTS_OPS, NB201_OPS
@@ -160,6 +161,43 @@ def test_attention_takes_no_part_in_derivation():
     assert before[0] == after[0] and all(torch.equal(b, a) for b, a in zip(before[1], after[1]))
 
 
+def test_constant_validation_loss_leaves_attention_unchanged():
+    """No weight decay on a (docs/methods.md §4 [interp]): without a loss gradient a stays put, α still decays."""
+    model = build_search_model(resolve_config({"method": "darts-attention", "channels": 8, "layers": 3}), 10)
+    update = Bilevel(model, lambda logits, y: 0 * logits.sum() + 1.0, order=1, lr=0.1, weight_decay=1e-3)
+    a, alpha = attention(model).a.detach().clone(), model.arch.alpha["normal"].detach().clone()
+    batch = (torch.randn(2, 3, 16, 16), torch.randint(0, 10, (2,)))
+    for _ in range(3):
+        update.arch_step(batch, batch, torch.optim.SGD(model.weight_parameters(), lr=0.1))
+    assert torch.equal(attention(model).a, a)
+    assert not torch.equal(model.arch.alpha["normal"], alpha)
+
+
+def test_arch_optimiser_state_saved_with_one_group_still_loads():
+    model = build_search_model(resolve_config({"method": "darts-attention", "channels": 8, "layers": 3}), 10)
+    one = torch.optim.Adam(list(model.arch_parameters()), lr=0.1, weight_decay=1e-3)  # the former layout
+    for p in model.arch_parameters():
+        p.grad = torch.randn_like(p)
+    one.step()
+    update = Bilevel(model, F.cross_entropy, order=1, lr=0.1, weight_decay=1e-3)
+    update.load_state_dict({"optimizer": one.state_dict()})
+    groups = update.optimizer.param_groups
+    assert [g["weight_decay"] for g in groups] == [1e-3, 0.0] and groups[1]["params"] == [attention(model).a]
+    assert torch.equal(update.optimizer.state[attention(model).a]["exp_avg"], one.state[attention(model).a]["exp_avg"])
+
+
+def test_preset_values():
+    base = {"order": 1, "lr_min": 0.0, "groups": 4, "group_attention": True, "cutout": 16}
+    expected = {"darts-attention": {"group_mode": "split", "conv_groups": 1},
+                "g-darts-a": {"group_mode": "split", "conv_groups": 4},
+                "g-darts": {"group_mode": "exact", "conv_groups": 1, "partial_k": 1},
+                "g-pc-darts-a": {"group_mode": "exact", "partial_sampling": "all", "partial_k": 4, "edge_norm": True,
+                                 "batch_size": 256, "lr": 0.1, "arch_lr": 6e-4, "arch_warmup_epochs": 15}}
+    for method, values in expected.items():
+        c = resolve_config({"method": method})
+        assert {k: getattr(c, k) for k in {**base, **values}} == {**base, **values}, method
+
+
 def test_sigmoid_attention_option():
     model = build_search_model(resolve_config({"method": "g-darts", "channels": 8, "layers": 3,
                                                "attention_sigmoid": True}), 10)
@@ -191,8 +229,8 @@ def tiny(tmp_path, method, space="darts", **kw):
 
 @pytest.mark.parametrize("method", PRESETS)
 def test_tiny_search_per_preset(tmp_path, method):
-    config = tiny(tmp_path, method)
-    assert config.cutout == 16 and config.groups == 4 and config.group_attention
+    config = tiny(tmp_path, method, cutout=2)  # the preset's 16 (test_preset_values) would blank 8-px digits
+    assert config.groups == 4 and config.group_attention
     result = search(config)
     a = attention(result.model).a
     assert not torch.allclose(a, default_attention_init(4).expand_as(a))  # learnt by the arch step

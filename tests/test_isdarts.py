@@ -87,9 +87,23 @@ def test_published_schedules():
     assert shrink_epochs(30, 0.25, 2) == [22, 24, 26, 28]
     assert shrink_epochs(50, 0.143, 3) == [29, 32, 35, 38, 41, 44, 47]
     assert shrink_epochs(30, 1.0, 0) == [30]  # I-DARTS: one selection after the last epoch
-    for bad in [(6, 0.143, 1), (30, 0.0, 2), (30, 1.5, 2), (30, 0.25, -1)]:
+    for bad in [(6, 0.143, 1), (30, 0.0, 2), (30, 1.5, 2), (30, 0.25, -1), (50, 0.5, 18, 10)]:
         with pytest.raises(GradnasError):
             shrink_epochs(*bad)
+
+
+def test_shrink_rate_study_shrinks_in_the_last_20_epochs(tmp_path):
+    """§5.3's study rows with the paper's window; the code's rule would start (0.5, 18) after epoch 14."""
+    assert shrink_epochs(50, 0.5, 18) == [14, 32]
+    study = {(0.5, 18): [30, 48], (0.25, 6): [30, 36, 42, 48], (0.1, 2): list(range(30, 50, 2)),
+             (0.05, 1): list(range(30, 50))}
+    for (rate, interval), expected in study.items():
+        assert shrink_epochs(50, rate, interval, window=20) == expected
+    c = resolve_config({"space": "darts", "method": "is-darts", "shrink_rate": 0.5, "shrink_interval": 18,
+                        "shrink_window": 20})
+    assert shrink_epochs(c.epochs, c.shrink_rate, c.shrink_interval, c.shrink_window) == [30, 48]
+    assert resolve_config({"space": "darts", "method": "is-darts"}).shrink_window is None  # 29 … 47 stays
+    assert Searcher(tiny_config(tmp_path, "nb201", shrink_window=3)).hooks[0].schedule == [2, 3, 4, 5]
 
 
 def run_schedule(space, steps, scores_fn):

@@ -1,6 +1,7 @@
 """PC-DARTS (docs/methods.md §3) and its oracles (§7): partial channels, shuffle, edge normalisation, warm-up,
 derivation on sm(α)·sm(β), the ImageNet search subsets, and a PC-DARTS run through the CLI."""
 import json
+import math
 
 import numpy as np
 import pytest
@@ -13,11 +14,13 @@ from gradnas.cli import main
 from gradnas.config import resolve_config
 from gradnas.edges import MixedOp, PartialChannelEdge, build_edge, channel_shuffle
 from gradnas.errors import GradnasError
+from gradnas.search.bilevel import Bilevel
 from gradnas.search.checkpoint import load_checkpoint
-from gradnas.search.loop import Searcher, build_search_model, search
+from gradnas.search.loop import Searcher, build_search_model, search, weight_lr_schedule
 from gradnas.selection import derive_genotype
 from gradnas.spaces import DARTS_OPS
 from gradnas.spaces.darts import IN_DEGREES, SearchCell, sum_nodes
+from gradnas.spaces.ops import FactorizedReduce
 from helpers import killed_in_epoch, nan_after
 
 FORMATS = [torch.contiguous_format, torch.channels_last]
@@ -154,6 +157,39 @@ def test_architecture_is_frozen_during_warmup_epochs(tmp_path):
     assert all(not torch.equal(a, b) for a, b in zip(before, searcher.model.arch_parameters()))
 
 
+def test_cifar_preset_values():
+    """PC-DARTS's train_search.py: batch 256, lr 0.1 → 0, arch lr 6e-4 from epoch 15 of 50, first order."""
+    c = resolve_config({"method": "pc-darts"})
+    assert (c.partial_k, c.partial_sampling, c.edge_norm, c.batch_size, c.lr, c.lr_min, c.epochs) == \
+        (4, "first", True, 256, 0.1, 0.0, 50)
+    assert (c.arch_lr, c.arch_betas, c.arch_weight_decay, c.arch_warmup_epochs, c.order) == \
+        (6e-4, [0.5, 0.999], 1e-3, 15, 1)
+    assert (c.momentum, c.weight_decay, c.grad_clip, c.channels, c.layers, c.train_portion, c.cutout) == \
+        (0.9, 3e-4, 5.0, 16, 8, 0.5, 0)
+    assert (c.pool_bn, c.final_bn_relu, c.imagenet_stem, c.lr_warmup_epochs, c.arch_grad_clip) == \
+        (True, False, False, 0, 0.0)
+
+
+def test_search_lr_warmup_then_the_cosine_as_uninterrupted():
+    config = resolve_config({"method": "pc-darts-imagenet"})
+    sgd = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=config.lr)
+    schedule, lrs = weight_lr_schedule(sgd, config, steps=7), []
+    for _ in range(config.epochs):
+        lrs.append(sgd.param_groups[0]["lr"])
+        schedule.step()
+    cosine = [0.5 * (1 + math.cos(math.pi * e / 50)) / 2 for e in range(50)]
+    assert lrs[:5] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5]) and lrs[5:] == pytest.approx(cosine[5:])
+
+
+def test_architecture_gradient_clipping():
+    model = build_search_model(resolve_config({"method": "pc-darts-imagenet", "channels": 8, "layers": 3}), 10)
+    update = Bilevel(model, torch.nn.CrossEntropyLoss(), order=1, grad_clip=1e-4)
+    batch = (torch.randn(2, 3, 32, 32), torch.randint(0, 10, (2,)))
+    update.arch_step(batch, batch, torch.optim.SGD(model.weight_parameters(), lr=0.1))
+    norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.arch_parameters()]))
+    assert norm == pytest.approx(1e-4, rel=1e-4)
+
+
 # ------------------------------------------------------------------------------------------ ImageNet search
 def test_imagenet_preset_and_its_train_val_subsets(tmp_path):
     from PIL import Image
@@ -162,13 +198,14 @@ def test_imagenet_preset_and_its_train_val_subsets(tmp_path):
     for c in range(2):
         (tmp_path / "imgs" / f"class{c}").mkdir(parents=True)
         for i in range(100):
-            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"class{c}" / f"{i}.png")
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"class{c}" / f"{i}.png")
     config = resolve_config({"method": "pc-darts-imagenet", "data": str(tmp_path / "imgs"), "batch_size": 4,
                              "channels": 4, "layers": 3, "epochs": 1, "steps_per_epoch": 2, "arch_warmup_epochs": 0,
-                             "progress": False, "out": str(tmp_path / "run")})
+                             "lr_warmup_epochs": 0, "progress": False, "out": str(tmp_path / "run")})
     assert (config.partial_k, config.batch_size, config.lr, config.arch_lr, config.train_subset, config.val_subset) == \
         (2, 4, 0.5, 6e-3, 0.1, 0.025)
-    assert resolve_config({"method": "pc-darts-imagenet"}).arch_warmup_epochs == 35
+    full = resolve_config({"method": "pc-darts-imagenet"})
+    assert (full.arch_warmup_epochs, full.lr_warmup_epochs, full.arch_grad_clip, full.imagenet_stem) == (35, 5, 5.0, True)
     searcher = Searcher(config)  # 160 training images (every fifth of 200 held out as test)
     train, val = searcher.train_loader, searcher.val_loader
     assert (len(train.y), len(val.y)) == (16, 4)
@@ -176,6 +213,10 @@ def test_imagenet_preset_and_its_train_val_subsets(tmp_path):
     assert not rows(train.x) & rows(val.x)  # disjoint
     again = Searcher(config)
     assert torch.equal(again.train_loader.x, train.x) and torch.equal(again.val_loader.x, val.x)  # seeded
+    net = searcher.model.net  # the 224-px search stems: 8-fold down-sampling, the first cell sees a reduction
+    assert not hasattr(net, "stem") and isinstance(net.cells[0].preprocess0, FactorizedReduce)
+    with torch.no_grad():
+        assert net.stem1(net.stem0(train.x[:2].float())).shape == (2, 12, 4, 4)
     assert searcher.run().genotype.space == "darts"
     for bad, message in [({"train_subset": 0.1}, "together"), ({"train_subset": 0.9, "val_subset": 0.2}, "at most 1")]:
         with pytest.raises(GradnasError, match=message):

@@ -2,6 +2,8 @@
 
 Independent per cell and per edge [paper]; trained with α by the architecture optimiser on validation
 batches, since it lives in the :class:`Architecture` module [interp]; no part in derivation [interp].
+Without weight decay [interp]: the paper names no regulariser for a, and DARTS's decay of α (1e-3, toward a
+uniform softmax) would pull every a, and so every edge's output, toward 0 instead.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ class GroupAttention(CellModifier):
     """
 
     field = "groups"
+    weight_decay = 0.0
 
     def __init__(self, num_cells: int, num_edges: int, groups: int, spread: float = 0.3, sigmoid: bool = False):
         super().__init__()

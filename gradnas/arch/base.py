@@ -29,6 +29,8 @@ class CellModifier(nn.Module):
     """An optional architecture part that adds a field to every cell's weights."""
 
     field: str
+    #: The architecture optimiser's weight decay for this part's parameters; None: the optimiser's own.
+    weight_decay: float | None = None
 
     def forward(self) -> list[torch.Tensor]:
         raise NotImplementedError
@@ -67,6 +69,15 @@ class Architecture(nn.Module):
 
     def op_weights(self) -> list[torch.Tensor]:
         raise NotImplementedError
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimiser groups: the parameters under the optimiser's own weight decay, then those of each
+        modifier that sets its own."""
+        special = [m for m in self.modifiers if m.weight_decay is not None]
+        ids = {id(p) for m in special for p in m.parameters()}
+        groups = [{"params": [p for p in self.parameters() if id(p) not in ids]}]
+        groups += [{"params": list(m.parameters()), "weight_decay": m.weight_decay} for m in special]
+        return [g for g in groups if g["params"]]
 
     def forward(self) -> list[CellWeights]:
         cells = [CellWeights(w) for w in self.op_weights()]

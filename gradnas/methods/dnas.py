@@ -24,6 +24,9 @@ def dnas(space: str) -> dict:
 
 @PRESETS.register("pc-darts-global")
 def pc_darts_global(space: str) -> dict:
-    """The same search with a free (L, 14, 7) α and a softmax per edge in each cell; with no sigmoid
-    weights there is no zero-one loss. Other settings follow DNAS so the two compare like for like [interp]."""
-    return {**dnas(space), "arch": "per-cell-softmax", "zero_one_weight": 0.0}
+    """PC-DARTS with per-cell architecture weights: a free (L, 14, 7) α with a softmax per edge in each cell,
+    and PC-DARTS's edge normalisation (β per cell); DNAS's own parts, the skip dropout and the zero-one loss,
+    are left out. The budget (cells, ops, epochs, optimisers, batch) follows DNAS so the two compare like for
+    like [interp]."""
+    return {**dnas(space), "arch": "per-cell-softmax", "edge_norm": True, "skip_dropout": 0.0,
+            "zero_one_weight": 0.0}

@@ -7,6 +7,9 @@ epoch (r = 1). S-DARTS: the same shrinking schedule ranked by DARTS's α, learne
 from ..config import PRESETS
 
 #: Published search settings per space (docs/methods.md §5.3): epochs T, shrink rate r, interval I, IIM images N.
+#: The shrink-rate study's rows (DARTS space, (r, I) = (0.5, 18), (0.25, 6), (0.1, 2), (0.05, 1)) shrink in
+#: the last 20 epochs, as the paper says: pass ``shrink_window=20`` with them (steps after T − 20 + s·I);
+#: the published row (0.143, 3) keeps the code's T − S·I + s·I, after epochs 29, 32, …, 47.
 SCHEDULES = {"nb201": {"epochs": 30, "shrink_rate": 0.25, "shrink_interval": 2, "iim_samples": 200},
              "darts": {"epochs": 50, "shrink_rate": 0.143, "shrink_interval": 3, "iim_samples": 600}}
 

@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from ..errors import GradnasError
 from ..genotypes import CellGenotype, Genotype
-from ..spaces.blocks import drop_path
+from ..spaces.blocks import drop_path, imagenet_stems
 from ..spaces.ops import FactorizedReduce, ReLUConvBN, build_op
 
 FIRST_NODE = 2  # nodes 0 and 1 are the two preprocessed cell inputs
@@ -138,10 +138,7 @@ class NetworkImageNet(_DartsEvalNetwork):
     def __init__(self, genotype: Genotype, C: int = 48, num_classes: int = 1000, layers: int = 14,
                  auxiliary: bool = True, drop_path_prob: float = 0.0, in_channels: int = 3):
         super().__init__()
-        self.stem0 = nn.Sequential(
-            nn.Conv2d(in_channels, C // 2, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C // 2), nn.ReLU(),
-            nn.Conv2d(C // 2, C, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C))
-        self.stem1 = nn.Sequential(nn.ReLU(), nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C))
+        self.stem0, self.stem1 = imagenet_stems(in_channels, C)
         self._build_body(genotype, C, num_classes, layers, auxiliary, drop_path_prob,
                          C_stem=C, reduction_prev=True, aux_pool_stride=2, aux_bn=False)
 

@@ -84,14 +84,16 @@ class Bilevel(NoArchUpdate):
 
     def __init__(self, model: SearchModel, criterion: Callable, order: int = 1, lr: float = 3e-4,
                  betas: tuple[float, float] = (0.5, 0.999), weight_decay: float = 1e-3, warmup_epochs: int = 0,
-                 fd_radius: float = 1e-2):
+                 fd_radius: float = 1e-2, grad_clip: float = 0.0):
         super().__init__(model)
+        self.grad_clip = grad_clip  # > 0: clip the architecture gradient's norm (PC-DARTS's ImageNet search)
         self.fd_radius = fd_radius  # ε = fd_radius / ‖v‖ in the finite difference (0.01 in DARTS)
         if order not in (1, 2):
             raise ValueError(f"order must be 1 or 2, got {order}")
         self.criterion, self.order, self.warmup_epochs = criterion, order, warmup_epochs
-        self.arch_params = list(model.arch_parameters())
-        self.optimizer = torch.optim.Adam(self.arch_params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+        groups = model.arch.param_groups()  # G-DARTS-A's attention: no weight decay
+        self.arch_params = [p for g in groups for p in g["params"]]
+        self.optimizer = torch.optim.Adam(groups, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
 
     def active(self, epoch: int) -> bool:
         """PC-DARTS freezes the architecture for its warm-up epochs."""
@@ -118,6 +120,10 @@ class Bilevel(NoArchUpdate):
             loss, logits, grads = self.unrolled_gradient(train, val, weight_optimizer)
         for p, g in zip(self.arch_params, grads):
             p.grad = g
+        if self.grad_clip > 0:
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.arch_params, self.grad_clip)
         if self.scaler is None:
             self.optimizer.step()
         else:
@@ -175,4 +181,9 @@ class Bilevel(NoArchUpdate):
         return {"optimizer": self.optimizer.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        saved, groups = state["optimizer"], self.optimizer.param_groups
+        if len(saved["param_groups"]) == 1 < len(groups):  # saved with one group, in arch_parameters() order
+            index = {p: i for i, p in enumerate(self.model.arch_parameters())}
+            saved = {**saved, "param_groups": [{**saved["param_groups"][0], "weight_decay": g["weight_decay"],
+                                                "params": [index[p] for p in g["params"]]} for g in groups]}
+        self.optimizer.load_state_dict(saved)

@@ -75,8 +75,9 @@ def build_search_model(config: SearchConfig, num_classes: int, in_channels: int 
         drop_running_stats(net)
     elif not config.cell_bn_running_stats:  # IS-DARTS: stem, residual blocks and final BN keep theirs
         drop_running_stats(net.cells)
-    if config.edge_norm:
-        arch.add(EdgeNormalization(net.cell_types, net.in_degrees))
+    if config.edge_norm:  # β per cell type, or per cell when every cell has its own weights (pc-darts-global)
+        owners = [f"cell{i}" for i in range(len(net.cell_types))] if arch.per_cell else net.cell_types
+        arch.add(EdgeNormalization(owners, net.in_degrees))
     if config.group_attention:
         arch.add(GroupAttention(len(net.cell_types), arch.num_edges, config.groups, config.attention_spread,
                                 config.attention_sigmoid))
@@ -94,6 +95,23 @@ def check_image_size(model: SearchModel, in_channels: int, size: int) -> None:
                            "(an .npz or image folder at a larger size) or fewer cells") from None
     finally:
         model.train()
+
+
+def weight_lr_schedule(optimizer: torch.optim.Optimizer, config: SearchConfig,
+                       steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """Cosine from ``lr`` to ``lr_min``, stepped every epoch, or every iteration with ``lr_per_step`` (IS-DARTS;
+    the period then counts steps). With ``lr_warmup_epochs`` = k the first k epochs (their steps) instead
+    climb linearly, lr·(e+1)/k, and the cosine goes on from epoch k as if uninterrupted (PC-DARTS's ImageNet
+    search overrides the cosine's rate for those epochs)."""
+    per = steps if config.lr_per_step else 1
+    period, warm = config.epochs * per, config.lr_warmup_epochs * per
+    if not warm:
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, period, config.lr_min)
+    floor = config.lr_min / config.lr if config.lr else 0.0
+
+    def factor(t: int) -> float:
+        return (t + 1) / warm if t < warm else floor + (1 - floor) * (1 + math.cos(math.pi * t / period)) / 2
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def weight_step(model: nn.Module, criterion, optimizer: torch.optim.Optimizer, weights: list[torch.Tensor],
@@ -184,7 +202,8 @@ class Searcher:
                                          nesterov=config.nesterov, weight_decay=config.weight_decay)
         self.update = ARCH_UPDATES[config.arch_update](
             self.model, criterion=self.criterion, order=config.order, lr=config.arch_lr,
-            betas=config.arch_betas, weight_decay=config.arch_weight_decay, warmup_epochs=config.arch_warmup_epochs)
+            betas=config.arch_betas, weight_decay=config.arch_weight_decay, warmup_epochs=config.arch_warmup_epochs,
+            grad_clip=config.arch_grad_clip)
         self.reduce = partial(average_, context=self.dist) if self.dist.enabled else None
         self.update.reduce = self.reduce or self.update.reduce
         self.scaler = None
@@ -194,9 +213,7 @@ class Searcher:
             self.scaler, self.update.scaler = torch.amp.GradScaler(), torch.amp.GradScaler()
         self._build_loaders()
         self.steps = min(len(self.train_loader), config.steps_per_epoch or len(self.train_loader))
-        # With lr_per_step (IS-DARTS) the cosine is annealed every iteration, so its period counts steps.
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            self.optimizer, config.epochs * (self.steps if config.lr_per_step else 1), config.lr_min)
+        self.scheduler = weight_lr_schedule(self.optimizer, config, self.steps)
         self.hooks = build_hooks(config, self)
         self.start_epoch = 0
         self.history: list[dict[str, Any]] = []

@@ -45,7 +45,7 @@ class ProgressiveShrinking(Hook):
         self.space, self.op_names, self.cell_types = config.space, arch.op_names, arch.cell_types
         self.types = tuple(dict.fromkeys(arch.cell_types))
         self.subsets = comparison_subsets(config.space, arch.in_degrees, len(arch.op_names))
-        self.schedule = shrink_epochs(config.epochs, config.shrink_rate, config.shrink_interval)
+        self.schedule = shrink_epochs(config.epochs, config.shrink_rate, config.shrink_interval, config.shrink_window)
         self.measure = IMPORTANCE[config.importance]
         if config.iim_every < 0:
             raise GradnasError(f"iim_every must be >= 0, got {config.iim_every}")

@@ -3,7 +3,8 @@
 A comparison subset is a group of (edge, op) candidates of one cell type that compete for ``keep`` places:
 in NB201 the 5 ops of one edge (keep 1), in the DARTS space every (source, op) pair entering one node (keep 2;
 both survivors may share a source). With S = round(1/r) steps, the step s (0-based) comes after the completed
-epoch T − S·I + s·I (1-based) and removes, in every subset, the ⌈(alive − keep)/(S − s)⌉ alive candidates of
+epoch T − S·I + s·I (1-based; the authors' code), or T − W + s·I with a window of W epochs (the paper's
+shrink-rate study: "shrinking only in the last 20 epochs"), and removes, in every subset, the ⌈(alive − keep)/(S − s)⌉ alive candidates of
 least importance, so that exactly ``keep`` survive the last step.
 """
 from __future__ import annotations
@@ -36,15 +37,20 @@ def shrink_steps(rate: float) -> int:
     return round(1 / rate)
 
 
-def shrink_epochs(epochs: int, rate: float, interval: int) -> list[int]:
-    """The completed epochs (1-based) after which the S steps run: T − S·I + s·I for s = 0..S−1."""
+def shrink_epochs(epochs: int, rate: float, interval: int, window: int | None = None) -> list[int]:
+    """The completed epochs (1-based) after which the S steps run: T − S·I + s·I for s = 0..S−1, or with a
+    ``window`` W, T − W + s·I (every step inside the last W epochs)."""
     steps = shrink_steps(rate)
     if interval < 0:
         raise GradnasError(f"shrink_interval must be >= 0, got {interval}")
-    schedule = [epochs - steps * interval + s * interval for s in range(steps)]
+    first = epochs - (steps * interval if window is None else window)
+    schedule = [first + s * interval for s in range(steps)]
     if schedule[0] < 1:
         raise GradnasError(f"{steps} shrinking steps every {interval} epochs need more than {epochs} epochs "
                            f"(the first would come after epoch {schedule[0]})")
+    if schedule[-1] > epochs:
+        raise GradnasError(f"{steps} shrinking steps every {interval} epochs do not fit in the last {window} "
+                           f"epochs (the last would come after epoch {schedule[-1]} of {epochs})")
     return schedule
 
 

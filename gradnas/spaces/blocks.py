@@ -20,6 +20,15 @@ class ResidualBlock(nn.Module):
         return self.conv_b(self.conv_a(x)) + self.shortcut(x)
 
 
+def imagenet_stems(C_in: int, C: int) -> tuple[nn.Sequential, nn.Sequential]:
+    """The mobile-setting stems (DARTS's NetworkImageNet, PC-DARTS's 224-px search supernet): stem0 reduces
+    the input 4-fold to C channels, stem1 2-fold more; the first cell takes both, so it sees a reduction."""
+    stem0 = nn.Sequential(nn.Conv2d(C_in, C // 2, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C // 2),
+                          nn.ReLU(), nn.Conv2d(C // 2, C, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C))
+    stem1 = nn.Sequential(nn.ReLU(), nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C))
+    return stem0, stem1
+
+
 def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
     """Zero whole samples with probability ``drop_prob`` and rescale the rest (DARTS evaluation nets)."""
     if drop_prob <= 0.0:

@@ -11,6 +11,7 @@ import torch.nn as nn
 from ..arch.base import CellWeights
 from .. import edges as edge_kinds  # a module import: gradnas.edges imports these spaces' ops in turn
 from ..errors import GradnasError
+from .blocks import imagenet_stems
 from .ops import DARTS_OPS, FactorizedReduce, ReLUConvBN
 
 STEPS = 4
@@ -82,6 +83,7 @@ class DartsSupernet(nn.Module):
     ``NASNetworkISDarts``, docs/methods.md §5.2): ``pool_bn`` puts a non-affine BN after every max/avg pool of the
     candidate ops, and ``final_bn_relu`` adds a BN + ReLU between the last cell and the global pool.
     ``concat`` names the nodes each cell concatenates, so derived genotypes carry them.
+    ``imagenet_stem`` replaces the stem by the 8-fold down-sampling stems of PC-DARTS's 224-px search.
     """
 
     space = "darts"
@@ -89,7 +91,7 @@ class DartsSupernet(nn.Module):
     def __init__(self, C: int = 16, num_classes: int = 10, layers: int = 8, in_channels: int = 3,
                  op_names: tuple[str, ...] = DARTS_OPS, edge: str = "mixed", edge_options: dict | None = None,
                  stem_multiplier: int = 3, steps: int = STEPS, multiplier: int | None = None,
-                 pool_bn: bool = True, final_bn_relu: bool = False):
+                 pool_bn: bool = True, final_bn_relu: bool = False, imagenet_stem: bool = False):
         super().__init__()
         multiplier = multiplier or steps
         if not 1 <= multiplier <= steps:
@@ -98,11 +100,16 @@ class DartsSupernet(nn.Module):
         self.in_degrees = in_degrees(steps)
         self.concat = darts_concat(steps, multiplier)
         C_curr = stem_multiplier * C
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
+        self.imagenet_stem = imagenet_stem
+        if imagenet_stem:
+            self.stem0, self.stem1 = imagenet_stems(in_channels, C_curr)
+        else:
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False),
+                                      nn.BatchNorm2d(C_curr))
         C_pp, C_p, C_curr = C_curr, C_curr, C
         self.cell_types: list[str] = []
         self.cells = nn.ModuleList()
-        reduction_prev = False
+        reduction_prev = imagenet_stem
         for i in range(layers):
             reduction = i in reduction_layers(layers)
             C_curr = C_curr * 2 if reduction else C_curr
@@ -118,10 +125,15 @@ class DartsSupernet(nn.Module):
     @classmethod
     def options_from_config(cls, config) -> dict:
         cell = {k: v for k, v in (("steps", config.steps), ("multiplier", config.multiplier)) if v is not None}
-        return {"pool_bn": config.pool_bn, "final_bn_relu": config.final_bn_relu, **cell}
+        return {"pool_bn": config.pool_bn, "final_bn_relu": config.final_bn_relu,
+                "imagenet_stem": config.imagenet_stem, **cell}
 
     def forward(self, x: torch.Tensor, weights: list[CellWeights]) -> torch.Tensor:
-        s0 = s1 = self.stem(x)
+        if self.imagenet_stem:
+            s0 = self.stem0(x)
+            s1 = self.stem1(s0)
+        else:
+            s0 = s1 = self.stem(x)
         for cell, w in zip(self.cells, weights):
             s0, s1 = s1, cell(s0, s1, w)
         return self.classifier(self.global_pooling(self.lastact(s1)).flatten(1))

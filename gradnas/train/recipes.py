@@ -8,7 +8,9 @@ changes. Precedence, lowest first: defaults, recipe, config file, explicit argum
 - ``cifar-is-darts``: the same with 5 linear warm-up epochs and Nesterov momentum (docs/methods.md §5.3).
 - ``imagenet``: NetworkImageNet (mobile setting), 14 cells, C=48, 250 epochs, batch 128, lr 0.1 × 0.97 per
   epoch, weight decay 3e-5, label smoothing 0.1, auxiliary 0.4, no drop path, clip 5 (docs/methods.md §1.1).
-- ``imagenet-is-darts``: the same with lr 0.1 cosine → 0 and 5 warm-up epochs (docs/methods.md §5.3).
+- ``imagenet-is-darts``: the same with lr 0.1 cosine → 0, 5 warm-up epochs (docs/methods.md §5.3) and Nesterov
+  momentum (the authors' ``configs/opts/NAS-IMAGENET.config``).
+- ``cifar-pc-darts``: ``cifar`` with drop path 0.3, the default of PC-DARTS's ``train.py``.
 - ``nb201``: NB201Network (C=16, 5 cells per stage) with NAS-Bench-201's 200-epoch setting, which docs/methods.md
   §1.2 does not restate; taken from the benchmark's hyper-parameter file (AutoDL-Projects
   ``configs/nas-benchmark/hyper-opts/200E.config``): SGD Nesterov momentum 0.9, lr 0.1 cosine → 0, weight
@@ -103,8 +105,9 @@ _IMAGENET = {"network": "imagenet", "channels": 48, "layers": 14, "epochs": 250,
              "drop_path": 0.0, "cutout": 0}
 RECIPES.register("cifar")({})
 RECIPES.register("cifar-is-darts")({"warmup_epochs": 5, "nesterov": True})
+RECIPES.register("cifar-pc-darts")({"drop_path": 0.3})
 RECIPES.register("imagenet")(_IMAGENET)
-RECIPES.register("imagenet-is-darts")({**_IMAGENET, "lr_schedule": "cosine", "warmup_epochs": 5})
+RECIPES.register("imagenet-is-darts")({**_IMAGENET, "lr_schedule": "cosine", "warmup_epochs": 5, "nesterov": True})
 RECIPES.register("nb201")({"network": "nb201", "channels": 16, "layers": 5, "auxiliary": False, "drop_path": 0.0,
                            "epochs": 200, "batch_size": 256, "lr": 0.1, "nesterov": True, "weight_decay": 5e-4,
                            "grad_clip": 0.0, "cutout": 0})
