@@ -174,7 +174,7 @@ def test_imagenet_preset_and_its_train_val_subsets(tmp_path):
     assert (len(train.y), len(val.y)) == (16, 4)
     rows = lambda t: {tuple(r.flatten().tolist()) for r in t}
     assert not rows(train.x) & rows(val.x)  # disjoint
-    again = Searcher(config)
+    again = Searcher(config, claim=False)  # the first holds the run directory
     assert torch.equal(again.train_loader.x, train.x) and torch.equal(again.val_loader.x, val.x)  # seeded
     assert searcher.run().genotype.space == "darts"
     for bad, message in [({"train_subset": 0.1}, "together"), ({"train_subset": 0.9, "val_subset": 0.2}, "at most 1")]:
