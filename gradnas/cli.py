@@ -131,11 +131,11 @@ def _flags(names) -> str:
     return ", ".join("--" + k.replace("_", "-") for k in sorted(set(names) - {"out"}))
 
 
-def _resume_changes(cls: type, args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict:
+def _resume_changes(cls: type, args: argparse.Namespace) -> dict:
     """The options given beside ``--resume`` (flags and a config file); the resumed run takes those it may."""
     if args.overwrite:
         raise GradnasError("--resume continues a run and --overwrite replaces it: pass one of them")
-    explicit = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(cls) if f.name not in skip}
+    explicit = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(cls)}
     changes = given_options(cls, explicit, args.config)
     if Path(changes.pop("out", args.resume)) != Path(args.resume):
         raise GradnasError("--out and --resume name different directories; the run stays in its own")

@@ -127,6 +127,14 @@ def _resume_with(*flags, text, source="search"):
     return case
 
 
+def _resume_config(body, text):
+    def case(tmp, search_run, *_):
+        run = copy(search_run, tmp)
+        (tmp / "c.yaml").write_text(body)
+        return ["search", "--resume", str(run), "--config", str(tmp / "c.yaml")], run, text
+    return case
+
+
 def _rerun(command, source):
     def case(tmp, search_run, train_run, table):
         run = copy(search_run if source == "search" else train_run, tmp)
@@ -242,6 +250,7 @@ CASES = {
     "resume with --out elsewhere": _resume_with("--out", "/elsewhere", text="different directories"),
     "resume and overwrite at once": _resume_with("--overwrite", text="pass one of them"),
     "resume with a NaN lr": _resume_with("--lr", "nan", text="lr must be a finite number"),
+    "resume with a config file that changes the width": _resume_config("channels: 8\n", "--channels cannot change"),
     # overwrites and concurrent writers
     "search into a run directory": _rerun("search", "search"),
     "train into a run directory": _rerun("train", "train"),
@@ -347,21 +356,23 @@ def test_api_resume_changes_only_the_safe_options(search_run, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ guarantees
-def test_a_diverged_search_keeps_a_finite_checkpoint_and_resumes_with_a_lower_lr(tmp_path, capsys):
+@pytest.mark.parametrize("command", ["search", "train"])
+def test_a_diverged_run_keeps_a_finite_checkpoint_and_resumes_with_a_lower_lr(command, tmp_path, capsys):
     out = tmp_path / "run"
-    two_steps = [*TINY_SEARCH, "--steps-per-epoch", "2"]
-    assert main(["search", *two_steps, "--epochs", "1", "--out", str(out)]) == 0
+    start = ["search", *TINY_SEARCH] if command == "search" else ["train", NB201_ARCH, *TINY_TRAIN]
+    checkpoint = out / ("checkpoint.pt" if command == "search" else "train_checkpoint.pt")
+    assert main([*start, "--steps-per-epoch", "2", "--epochs", "1", "--out", str(out)]) == 0
     good = snapshot(out)
-    # lr 10⁶: the first step's loss is finite, the second blows up BN's running variance
-    code = main(["search", "--resume", str(out), "--epochs", "3", "--lr", "1e6", "--lr-min", "1e6", "--no-progress"])
+    # a huge rate: the first step's loss is finite, the second blows up BN's running variance
+    code = main([command, "--resume", str(out), "--epochs", "3", "--lr", "1e8", "--lr-min", "1e8", "--no-progress"])
     line = assert_one_line(code, capsys.readouterr().err)
-    assert "non-finite" in line and "epoch 2" in line and f"checkpoint ({out / 'checkpoint.pt'})" in line
-    assert snapshot(out)["checkpoint.pt"] == good["checkpoint.pt"]
-    state = load_checkpoint(out / "checkpoint.pt")
+    assert "non-finite" in line and "epoch 2" in line and f"checkpoint ({checkpoint})" in line
+    assert snapshot(out)[checkpoint.name] == good[checkpoint.name]
+    state = load_checkpoint(checkpoint)
     assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values()
                                        if v.is_floating_point())
-    assert main(["search", "--resume", str(out), "--epochs", "3", "--lr", "0.01", "--no-progress"]) == 0
-    state = load_checkpoint(out / "checkpoint.pt")
+    assert main([command, "--resume", str(out), "--epochs", "3", "--lr", "0.01", "--no-progress"]) == 0
+    state = load_checkpoint(checkpoint)
     assert state["epoch"] == 3 and state["config"]["lr"] == 0.01
     assert [r["epoch"] for r in state["history"]] == [0, 1, 2]
     assert state["history"][1]["lr"] < 0.01  # the cosine goes on from where it stood, from the new rate

@@ -211,7 +211,7 @@ def test_imagenet_preset_and_its_train_val_subsets(tmp_path):
     assert (len(train.y), len(val.y)) == (16, 4)
     rows = lambda t: {tuple(r.flatten().tolist()) for r in t}
     assert not rows(train.x) & rows(val.x)  # disjoint
-    again = Searcher(config)
+    again = Searcher(config, claim=False)  # the first holds the run directory
     assert torch.equal(again.train_loader.x, train.x) and torch.equal(again.val_loader.x, val.x)  # seeded
     net = searcher.model.net  # the 224-px search stems: 8-fold down-sampling, the first cell sees a reduction
     assert not hasattr(net, "stem") and isinstance(net.cells[0].preprocess0, FactorizedReduce)

@@ -57,7 +57,9 @@ def load_checkpoint(path: str | Path, required: tuple[str, ...] = ("epoch", "con
     """The state saved at ``path``, which must hold the ``required`` entries; one line for any other file."""
     path = Path(path)
     if not path.is_file():
-        raise GradnasError(f"no checkpoint at {path}")
+        early = path.parent.is_dir() and any(path.parent.iterdir())
+        raise GradnasError(f"no checkpoint at {path}" + (" (no epoch of its run has finished; unless that run is "
+                                                          "still going, start it again with --overwrite)" if early else ""))
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:  # what weights_only raises for anything but tensors and plain values
