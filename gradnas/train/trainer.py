@@ -23,9 +23,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 import yaml
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ..data import Augment, DeviceLoader, ImageDataset, load_dataset
+from ..data import Augment, DeviceLoader, ImageDataset, as_image_dataset, load_dataset
 from ..distributed import convert_sync_batchnorm, init_from_env
 from ..errors import GradnasError
 from ..genotypes import Genotype, genotype_from_dict, genotype_to_dict, parse_genotype, save_genotype
@@ -85,7 +86,7 @@ def check_image_size(model: nn.Module, in_channels: int, size: int) -> None:
 class Trainer:
     """Holds the state of one training run; :meth:`run` executes it (resuming when asked)."""
 
-    def __init__(self, config: TrainConfig, dataset: ImageDataset | None = None, resume: bool = False):
+    def __init__(self, config: TrainConfig, dataset: ImageDataset | Dataset | tuple | None = None, resume: bool = False):
         self.out = Path(config.out)
         self.checkpoint_path = self.out / CHECKPOINT
         if (self.out / "checkpoint.pt").is_file():  # its log, config and diagrams would be overwritten
@@ -102,7 +103,8 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         seed_everything(c.seed, c.deterministic)
         self.device, self.dist = init_from_env(resolve_device(c.device))
-        self.data = d = dataset if dataset is not None else load_dataset(c.data, c.data_root, image_size=c.image_size)
+        self.data = d = (as_image_dataset(dataset) if dataset is not None
+                         else load_dataset(c.data, c.data_root, image_size=c.image_size))
 
         self.network_kwargs = network_kwargs(c, d)
         self.model = build_network(c.network, self.genotype, **self.network_kwargs)
@@ -265,8 +267,11 @@ class Trainer:
                 "recipe": c.recipe, "epochs": c.epochs}
 
 
-def train(config: TrainConfig, dataset: ImageDataset | None = None, resume: bool = False) -> TrainResult:
-    """Train (or resume training) the configured genotype and return the model, history and final metrics."""
+def train(config: TrainConfig, dataset: ImageDataset | Dataset | tuple | None = None, resume: bool = False) -> TrainResult:
+    """Train (or resume training) the configured genotype and return the model, history and final metrics.
+
+    ``dataset`` overrides ``config.data``: an ImageDataset, tensors ``(x, y)`` or a map-style Dataset, held in
+    memory (:func:`gradnas.data.as_image_dataset`; for a class count or a test split of your own, call it)."""
     return Trainer(config, dataset, resume).run()
 
 
