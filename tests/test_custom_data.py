@@ -9,7 +9,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from gradnas.config import resolve_config
-from gradnas.data import StreamLoader, as_image_dataset
+from gradnas.data import StreamLoader, as_image_dataset, stream_data
+from gradnas.models.saved import read_model
 from gradnas.errors import GradnasError
 from gradnas.search.loop import Searcher, search, search_data
 from gradnas.train import resolve_train_config, train
@@ -75,6 +76,18 @@ def test_search_streams_a_dataloader(tmp_path):
     assert torch.equal(next(iter(train_loader))[1], first)  # a resumed loader draws the same order
     history = searcher.run().history
     assert np.isfinite(history[-1]["train_loss"]) and np.isfinite(history[-1]["val_loss"])
+
+
+def test_train_streams_a_dataloader_with_its_test_split(tmp_path):
+    x = (PIXELS.float() - 128) / 64
+    loader, test = DataLoader(TensorDataset(x, LABELS), batch_size=5), DataLoader(TensorDataset(x[:6], LABELS[:6]))
+    c = resolve_train_config({"genotype": "nb201_is_darts", "channels": 4, "layers": 1, "epochs": 1, "batch_size": 8,
+                              "steps_per_epoch": 2, "progress": False, "out": str(tmp_path / "t")})
+    with pytest.raises(GradnasError, match="needs a test split"):
+        train(c, dataset=stream_data(loader, 4))
+    result = train(c, dataset=stream_data(loader, 4, test=test))
+    assert result.metrics["images"] == 6 and np.isfinite(result.metrics["test_loss"])
+    assert read_model(tmp_path / "t").meta["std"] == [1.0, 1.0, 1.0]  # inputs as the dataset's transform gives them
 
 
 def test_image_folder_size_is_an_option_and_mixed_sizes_are_reported(tmp_path, caplog):

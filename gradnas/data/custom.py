@@ -92,17 +92,31 @@ def _num_classes(data: object, given: int | None, labels: int | None) -> int:
 
 @dataclass(repr=False)
 class StreamData:
-    """A dataset read batch by batch through DataLoader workers, with what the network needs to know of it."""
+    """A dataset read batch by batch through DataLoader workers, with what the network needs to know of it.
+
+    Its images come normalised by the dataset's transform, so a model trained on it records mean 0, std 1:
+    inputs are what that transform gives."""
     name: str
     dataset: Dataset
-    like: DataLoader      # the workers, collate function and memory pinning to reuse
+    like: DataLoader                  # the workers, collate function and memory pinning to reuse
     num_classes: int
     in_channels: int
     image_size: int
+    test: StreamData | None = None    # the test split, for training
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return (0.0,) * self.in_channels
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return (1.0,) * self.in_channels
 
 
-def stream_data(loader: DataLoader, num_classes: int | None = None, name: str = "stream") -> StreamData:
-    """The dataset of ``loader`` for streaming; the class count is ``num_classes`` or ``len(dataset.classes)``."""
+def stream_data(loader: DataLoader, num_classes: int | None = None, test: DataLoader | None = None,
+                name: str = "stream") -> StreamData:
+    """The dataset of ``loader`` (and of ``test``, the test split training evaluates on) for streaming; the
+    class count is ``num_classes`` or ``len(dataset.classes)``."""
     dataset = loader.dataset
     try:
         shape = tuple(torch.as_tensor(np.asarray(dataset[0][0])).shape)
@@ -110,21 +124,25 @@ def stream_data(loader: DataLoader, num_classes: int | None = None, name: str = 
         raise GradnasError("the DataLoader's dataset must be map-style: samples (image, label) by index") from None
     if len(shape) != 3:
         raise GradnasError(f"streamed images must be C×H×W tensors, got shape {shape}")
-    return StreamData(name, dataset, loader, _num_classes(dataset, num_classes, None), shape[0], shape[-1])
+    classes = _num_classes(dataset, num_classes, None)
+    held_out = stream_data(test, classes, name=f"{name} test") if test is not None else None
+    return StreamData(name, dataset, loader, classes, shape[0], shape[-1], held_out)
 
 
 class StreamLoader:
-    """Shuffled batches of ``indices`` of a streamed dataset, moved to ``device``. Every ``iter()`` is a new
-    epoch; ``state_dict`` holds the shuffling generator, so a resumed run draws the same orders. Data
-    parallel: each rank draws the same global batch of batch_size × world samples and keeps its slice."""
+    """Batches of ``indices`` (default all) of a streamed dataset, moved to ``device``: shuffled, whole batches
+    only (training) or every sample in order (evaluation). Every ``iter()`` is a new epoch; ``state_dict``
+    holds the shuffling generator, so a resumed run draws the same orders. Data parallel: each rank draws
+    the same global batch of batch_size × world samples and keeps its slice."""
 
-    def __init__(self, data: StreamData, indices: torch.Tensor, batch_size: int, device: torch.device,
-                 seed: int = 0, shard: tuple[int, int] = (0, 1)):
-        self.device, (self.rank, self.world_size), self.batch_size = device, shard, batch_size
+    def __init__(self, data: StreamData, indices: torch.Tensor | None, batch_size: int, device: torch.device,
+                 seed: int = 0, shard: tuple[int, int] = (0, 1), shuffle: bool = True):
+        self.device, (self.rank, self.world_size), self.batch_size = torch.device(device), shard, batch_size
         self.generator = torch.Generator().manual_seed(seed)
+        order = list(range(len(data.dataset))) if indices is None else indices.tolist()
+        sampler = SubsetRandomSampler(order, generator=self.generator) if shuffle else order
         like = data.like
-        self.loader = DataLoader(data.dataset, batch_size * self.world_size, drop_last=True,
-                                 sampler=SubsetRandomSampler(indices.tolist(), generator=self.generator),
+        self.loader = DataLoader(data.dataset, batch_size * self.world_size, sampler=sampler, drop_last=shuffle,
                                  num_workers=like.num_workers, collate_fn=like.collate_fn, pin_memory=like.pin_memory,
                                  worker_init_fn=like.worker_init_fn, persistent_workers=like.persistent_workers)
 

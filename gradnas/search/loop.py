@@ -375,7 +375,7 @@ def search_data(data: Data, num_classes: int | None = None) -> ImageDataset | St
     """What a search reads: an ImageDataset as it is; tensors ``(x, y)`` or a map-style Dataset held in memory
     (:func:`gradnas.data.as_image_dataset`); a DataLoader's dataset streamed through its workers."""
     if isinstance(data, (ImageDataset, StreamData)):
-        return data
+        return data  # a stream's test split, if any, is not used by a search
     return stream_data(data, num_classes) if isinstance(data, DataLoader) else as_image_dataset(data, num_classes)
 
 
