@@ -25,6 +25,7 @@ HELP = {
     "data": "dataset: digits (built in), cifar10, cifar100, a .npz file or an image-folder directory",
     "out": "run directory", "order": "DARTS approximation order (1 or 2)", "layers": "cells (DARTS) or cells per stage (NB201)",
     "steps_per_epoch": "cap on iterations per epoch",
+    "image_size": "resize images to this square side (default: as they are; image folders of mixed sizes: 64)",
     "steps": "DARTS space: intermediate nodes per cell (default 4)",
     "multiplier": "DARTS space: the cell output concatenates its last k nodes (default: all)", "nb201_table": "NAS-Bench-201 accuracy table (or $GRADNAS_NB201_TABLE)",
     "skip_dropout": "dropout on the skip_connect branch during search (DNAS 0.2; 0: off)",

@@ -33,6 +33,7 @@ class SearchConfig:
     method: str = "darts"
     data: str = "digits"
     data_root: str | None = None
+    image_size: int | None = None        # resize images to this square side (None: as they are; mixed-size folders 64)
     out: str = "runs/search"
     # supernet
     channels: int = 16

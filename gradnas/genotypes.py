@@ -77,7 +77,6 @@ SHORT_NAMES = {"none": "none", "max_pool_3x3": "max", "avg_pool_3x3": "avg", "sk
                "sep_conv_3x3": "sep3", "sep_conv_5x5": "sep5", "dil_conv_3x3": "dil3", "dil_conv_5x5": "dil5",
                "sep_conv_7x7": "sep7", "conv_7x1_1x7": "conv7x1",
                "nor_conv_1x1": "conv1", "nor_conv_3x3": "conv3"}
-DARTS_CONCAT = (2, 3, 4, 5)
 NB201_CONCAT = (3,)
 
 

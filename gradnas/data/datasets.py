@@ -6,6 +6,7 @@ device, so batches are sliced and augmented there (see :mod:`gradnas.data.loader
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import pickle
 import shutil
@@ -26,6 +27,7 @@ Stats = tuple[tuple[float, ...], tuple[float, ...]]
 #: The most classes a dataset may have: a label is also a row of the classifier, so a stray 10⁹ must not
 #: allocate one (ImageNet-21k has about 21,800).
 MAX_CLASSES = 100_000
+log = logging.getLogger("gradnas")
 
 
 @dataclass(repr=False)
@@ -302,7 +304,11 @@ def _image_folder(root: Path, image_size: int | None) -> Parts:
         sizes, modes = zip(*pool.map(header, files))
         if image_size is None:
             first = sizes[0]
-            image_size = first[0] if first[0] == first[1] and all(s == first for s in sizes) else 64
+            uniform = first[0] == first[1] and all(s == first for s in sizes)
+            image_size = first[0] if uniform else 64
+            if not uniform:
+                log.warning("%s: images of %d sizes (e.g. %d×%d) resized to 64×64; set image_size to choose",
+                            root, len(set(sizes)), *first)
         mode = "L" if all(m in _GRAY_MODES for m in modes) else "RGB"
 
         def decode(path: Path) -> np.ndarray:

@@ -17,12 +17,14 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.nn as nn
 import yaml
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..arch import ARCHITECTURES, EdgeNormalization, GroupAttention
 from ..benchmarks.nb201 import NB201Table, search_report
 from ..config import RESUMABLE, SearchConfig, check_config, resumed_config
-from ..data import Augment, DeviceLoader, ImageDataset, load_dataset, search_split
+from ..data import (Augment, Data, DeviceLoader, ImageDataset, StreamData, StreamLoader, as_image_dataset,
+                    load_dataset, search_split, stream_data)
 from ..distributed import average_, convert_sync_batchnorm, init_from_env
 from ..edges import EDGES
 from ..errors import GradnasError, first_line
@@ -155,9 +157,10 @@ def place_model(model: SearchModel, config: SearchConfig, device: torch.device) 
 class Searcher:
     """Holds the state of one search run; :meth:`run` executes it (resuming when asked)."""
 
-    def __init__(self, config: SearchConfig, dataset: ImageDataset | None = None, resume: bool = False,
+    def __init__(self, config: SearchConfig, dataset: Data | None = None, resume: bool = False,
                  overwrite: bool = False, changes: dict[str, Any] | None = None, claim: bool = True):
-        """``resume``: continue the run in ``config.out`` under its saved configuration, with ``changes`` (only
+        """``dataset``: anything :func:`search_data` takes; default: ``config.data`` loaded into memory.
+        ``resume``: continue the run in ``config.out`` under its saved configuration, with ``changes`` (only
         :data:`~gradnas.config.RESUMABLE` options may differ). ``overwrite``: replace the run ``config.out`` holds.
         ``claim=False`` (a dry run) leaves the run directory alone."""
         self.out = Path(config.out)
@@ -184,12 +187,13 @@ class Searcher:
         if self.run_dir is not None:
             self.run_dir.release()
 
-    def _setup(self, dataset: ImageDataset | None, state: dict[str, Any] | None) -> None:
+    def _setup(self, dataset: Data | None, state: dict[str, Any] | None) -> None:
         config = self.config
         # A table named explicitly must be sound before the search starts; $GRADNAS_NB201_TABLE only warns at the end.
         named = config.space == "nb201" and config.nb201_table
         self.nb201_table = NB201Table.from_path(config.nb201_table) if named else None
-        self.data = dataset if dataset is not None else load_dataset(config.data, config.data_root)
+        self.data = (search_data(dataset) if dataset is not None
+                     else load_dataset(config.data, config.data_root, image_size=config.image_size))
 
         self.model = build_search_model(config, self.data.num_classes, self.data.in_channels)
         check_image_size(self.model, self.data.in_channels, self.data.image_size)
@@ -228,16 +232,19 @@ class Searcher:
     # -- setup ------------------------------------------------------------------------------------
     def _build_loaders(self) -> None:
         c, d = self.config, self.data
-        augment = Augment(crop=True, flip=True, cutout=c.cutout, padding=d.crop_padding)
-        n = len(d.y_train)
+        n = len(d.dataset) if isinstance(d, StreamData) else len(d.y_train)
         if self.update.uses_validation:  # train_portion split, or two subsets (PC-DARTS ImageNet, docs/methods.md §3)
             train_idx, val_idx = search_split(n, c.train_subset or c.train_portion, c.seed, c.val_subset)
         else:  # single-level methods train on all data (or on the train subset)
             train_idx = torch.arange(n) if c.train_subset is None else search_split(n, c.train_subset, c.seed)[0]
             val_idx = None
         shard = (self.dist.rank, self.dist.world_size)  # each rank takes its part of every global batch
-        loader = lambda idx, seed: DeviceLoader(d.x_train[idx], d.y_train[idx], c.batch_size, d.mean, d.std,
-                                                augment, device=self.device, seed=seed, shard=shard)
+        if isinstance(d, StreamData):
+            loader = lambda idx, seed: StreamLoader(d, idx, c.batch_size, self.device, seed, shard)
+        else:
+            augment = Augment(crop=True, flip=True, cutout=c.cutout, padding=d.crop_padding)
+            loader = lambda idx, seed: DeviceLoader(d.x_train[idx], d.y_train[idx], c.batch_size, d.mean, d.std,
+                                                    augment, device=self.device, seed=seed, shard=shard)
         if len(train_idx) < c.batch_size * self.dist.world_size:
             raise GradnasError(f"batch size {c.batch_size} × {self.dist.world_size} ranks exceeds the {len(train_idx)} training images "
                                f"of {d.name}; pass a smaller --batch-size")
@@ -457,8 +464,19 @@ def final_edge_probabilities(checkpoint: Path) -> torch.Tensor:
         return model.arch()[0].ops
 
 
-def search(config: SearchConfig, dataset: ImageDataset | None = None, resume: bool = False, overwrite: bool = False,
+def search_data(data: Data, num_classes: int | None = None) -> ImageDataset | StreamData:
+    """What a search reads: an ImageDataset as it is; tensors ``(x, y)`` or a map-style Dataset held in memory
+    (:func:`gradnas.data.as_image_dataset`); a DataLoader's dataset streamed through its workers."""
+    if isinstance(data, (ImageDataset, StreamData)):
+        return data  # a stream's test split, if any, is not used by a search
+    return stream_data(data, num_classes) if isinstance(data, DataLoader) else as_image_dataset(data, num_classes)
+
+
+def search(config: SearchConfig, dataset: Data | None = None, resume: bool = False, overwrite: bool = False,
            changes: dict[str, Any] | None = None) -> SearchResult:
     """Run (or resume) a search and return its genotype, per-epoch history and output paths; see :class:`Searcher`
-    for ``resume``, ``overwrite`` and ``changes``."""
+    for ``resume``, ``overwrite`` and ``changes``.
+
+    ``dataset`` overrides ``config.data``: an ImageDataset, tensors ``(x, y)``, a map-style torch Dataset
+    (held in memory) or a DataLoader (streamed); see :func:`search_data`."""
     return Searcher(config, dataset, resume, overwrite, changes).run()

@@ -63,6 +63,9 @@ class ProgressiveShrinking(Hook):
         if not n:
             return searcher.train_loader
         pool = searcher.val_loader or searcher.train_loader
+        if not isinstance(pool, DeviceLoader):
+            raise GradnasError("iim_samples draws fixed images from data in memory; with streamed data pass "
+                               "iim_samples 0 (one pass over the training loader)")
         if not 0 < n <= len(pool.y):
             raise GradnasError(f"iim_samples must lie in 1..{len(pool.y)} (the images it draws from), got {n}")
         pick = torch.randperm(len(pool.y), generator=torch.Generator().manual_seed(c.seed))[:n].to(pool.x.device)

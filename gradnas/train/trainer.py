@@ -23,9 +23,11 @@ from typing import Any
 import torch
 import torch.nn as nn
 import yaml
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..data import Augment, DeviceLoader, ImageDataset, load_dataset
+from ..data import (Augment, Data, DeviceLoader, ImageDataset, StreamData, StreamLoader, as_image_dataset,
+                    load_dataset)
 from ..distributed import convert_sync_batchnorm, init_from_env
 from ..errors import GradnasError, first_line
 from ..genotypes import Genotype, genotype_from_dict, genotype_to_dict, parse_genotype, save_genotype
@@ -88,10 +90,11 @@ def check_image_size(model: nn.Module, in_channels: int, size: int) -> None:
 class Trainer:
     """Holds the state of one training run; :meth:`run` executes it (resuming when asked)."""
 
-    def __init__(self, config: TrainConfig, dataset: ImageDataset | None = None, resume: bool = False,
+    def __init__(self, config: TrainConfig, dataset: Data | None = None, resume: bool = False,
                  overwrite: bool = False, changes: dict[str, Any] | None = None):
-        """``resume``: continue the run in ``config.out`` under its saved configuration, with ``changes`` (only
-        :data:`~gradnas.train.recipes.RESUMABLE` options may differ). ``overwrite``: replace the run it holds."""
+        """``dataset``: see :func:`train_data`. ``resume``: continue the run in ``config.out`` under its saved
+        configuration, with ``changes`` (only :data:`~gradnas.train.recipes.RESUMABLE` options may differ).
+        ``overwrite``: replace the run it holds."""
         self.out = Path(config.out)
         self.checkpoint_path = self.out / CHECKPOINT
         if (self.out / "checkpoint.pt").is_file():  # its log, config and diagrams would be overwritten
@@ -124,9 +127,10 @@ class Trainer:
         if self.run_dir is not None:
             self.run_dir.release()
 
-    def _setup(self, dataset: ImageDataset | None, state: dict[str, Any] | None) -> None:
+    def _setup(self, dataset: Data | None, state: dict[str, Any] | None) -> None:
         c = self.config
-        self.data = d = dataset if dataset is not None else load_dataset(c.data, c.data_root, image_size=c.image_size)
+        self.data = d = (train_data(dataset) if dataset is not None
+                         else load_dataset(c.data, c.data_root, image_size=c.image_size))
 
         self.network_kwargs = network_kwargs(c, d)
         self.model = build_network(c.network, self.genotype, **self.network_kwargs)
@@ -146,14 +150,22 @@ class Trainer:
                             if self.dist.enabled else self.model)
         self.optimizer = torch.optim.SGD(self.params, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov,
                                          weight_decay=c.weight_decay)
-        augment = Augment(crop=True, flip=True, cutout=c.cutout, padding=d.crop_padding)
-        if len(d.y_train) < c.batch_size * self.dist.world_size:
+        stream = isinstance(d, StreamData)
+        n_train = len(d.dataset) if stream else len(d.y_train)
+        if n_train < c.batch_size * self.dist.world_size:
             raise GradnasError(f"batch size {c.batch_size} × {self.dist.world_size} ranks exceeds the "
-                               f"{len(d.y_train)} training images of {d.name}; pass a smaller --batch-size")
-        self.train_loader = DeviceLoader(d.x_train, d.y_train, c.batch_size, d.mean, d.std, augment,
-                                         device=self.device, seed=c.seed,
-                                         shard=(self.dist.rank, self.dist.world_size))
-        self.test_loader = eval_loader(d.x_test, d.y_test, d.mean, d.std, c.batch_size, self.device)
+                               f"{n_train} training images of {d.name}; pass a smaller --batch-size")
+        shard = (self.dist.rank, self.dist.world_size)
+        if stream:
+            self.train_loader = StreamLoader(d, None, c.batch_size, self.device, c.seed, shard)
+            self.test_loader = StreamLoader(d.test, None, c.batch_size, self.device, shuffle=False)
+            self.test_images = len(d.test.dataset)
+        else:
+            augment = Augment(crop=True, flip=True, cutout=c.cutout, padding=d.crop_padding)
+            self.train_loader = DeviceLoader(d.x_train, d.y_train, c.batch_size, d.mean, d.std, augment,
+                                             device=self.device, seed=c.seed, shard=shard)
+            self.test_loader = eval_loader(d.x_test, d.y_test, d.mean, d.std, c.batch_size, self.device)
+            self.test_images = len(d.y_test)
         self.start_epoch = 0
         self.history: list[dict[str, Any]] = []
         if state is not None:
@@ -292,7 +304,7 @@ class Trainer:
         scores = ({k: v for k, v in last.items() if k.startswith("test_")}
                   if last.get("epoch") == self.config.epochs - 1 and "test_acc" in last else self.evaluate())
         shape = (1, self.data.in_channels, self.data.image_size, self.data.image_size)
-        return {"data": self.data.name, "images": len(self.data.y_test), **scores,
+        return {"data": self.data.name, "images": self.test_images, **scores,
                 "params": count_parameters(self.model), "macs": count_macs(self.model, shape, self.device)}
 
     def model_meta(self) -> dict[str, Any]:
@@ -304,11 +316,23 @@ class Trainer:
                 "recipe": c.recipe, "epochs": c.epochs}
 
 
-def train(config: TrainConfig, dataset: ImageDataset | None = None, resume: bool = False, overwrite: bool = False,
+def train_data(data: Data) -> ImageDataset | StreamData:
+    """What training reads: an ImageDataset as it is; tensors ``(x, y)`` or a map-style Dataset held in memory
+    (:func:`gradnas.data.as_image_dataset`); streamed data (:func:`gradnas.data.stream_data`) with a test split."""
+    if isinstance(data, DataLoader):
+        raise GradnasError("training streams a DataLoader with its test split: pass stream_data(loader, test=...)")
+    if isinstance(data, StreamData):
+        if data.test is None:
+            raise GradnasError("streamed training data needs a test split: stream_data(loader, test=test_loader)")
+        return data
+    return as_image_dataset(data)
+
+
+def train(config: TrainConfig, dataset: Data | None = None, resume: bool = False, overwrite: bool = False,
           changes: dict[str, Any] | None = None) -> TrainResult:
     """Train (or resume training) the configured genotype and return the model, history and final metrics; see
-    :class:`Trainer` for ``resume``, ``overwrite`` and ``changes``."""
+    :class:`Trainer` for ``resume``, ``overwrite`` and ``changes``, and :func:`train_data` for ``dataset``."""
     return Trainer(config, dataset, resume, overwrite, changes).run()
 
 
-__all__ = ["CHECKPOINT", "TrainResult", "Trainer", "check_image_size", "network_kwargs", "train"]
+__all__ = ["CHECKPOINT", "TrainResult", "Trainer", "check_image_size", "network_kwargs", "train", "train_data"]
