@@ -65,7 +65,8 @@ def exact_unrolled_gradient(model, crit, train, val, sgd, draws=None):
     unrolled = [w - lr * (m + g + wd * w) for w, m, g in zip(weights, moment, gw)]
     # L_val at w' with w' a differentiable function of α, via functional_call.
     params = dict(zip([n for n, _ in model.net.named_parameters()], unrolled))
-    logits = torch.func.functional_call(model.net, {**params, **dict(model.net.named_buffers())}, (val[0], model.arch()))
+    state = {**params, **dict(model.net.named_buffers())}
+    logits = torch.func.functional_call(model.net, state, (val[0], model.arch()))
     return torch.autograd.grad(crit(logits, val[1]), alphas)
 
 

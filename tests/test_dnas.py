@@ -16,6 +16,7 @@ from gradnas.genotypes import CellGenotype, load_genotype, per_cell_genotype, sa
 from gradnas.methods.dnas import OPS
 from gradnas.models import build_eval_network, count_parameters
 from gradnas.models.saved import load_model
+from gradnas.search.bilevel import Bilevel
 from gradnas.search.checkpoint import load_checkpoint
 from gradnas.search.loop import Searcher, build_search_model, search
 from gradnas.selection import derive_genotype
@@ -168,7 +169,8 @@ def test_pc_darts_global_is_pc_darts_with_per_cell_weights():
     """The DNAS paper's baseline: PC-DARTS's edge (K=4) and edge normalisation, per-cell α and β, without
     DNAS's own skip dropout or zero-one loss."""
     c = resolve_config({"method": "pc-darts-global", "layers": 5, "channels": 8})
-    assert (c.arch, c.partial_k, c.edge_norm, c.skip_dropout, c.zero_one_weight) == ("per-cell-softmax", 4, True, 0.0, 0.0)
+    assert (c.arch, c.partial_k, c.edge_norm, c.skip_dropout, c.zero_one_weight) == \
+        ("per-cell-softmax", 4, True, 0.0, 0.0)
     model = build_search_model(c, 10)
     norm = model.arch.modifiers[0]
     assert sorted(norm.beta) == [f"cell{i}" for i in range(5)] and model.net.cells[0].edges[0].inner.dropped == -1
@@ -180,7 +182,6 @@ def test_pc_darts_global_is_pc_darts_with_per_cell_weights():
 
 
 def test_zero_one_loss_reaches_the_architecture_gradient():
-    from gradnas.search.bilevel import Bilevel
     model = build_search_model(resolve_config({"method": "dnas", "layers": 5, "channels": 8}), 10)
     with torch.no_grad():
         for p in model.arch.parameters():

@@ -1,6 +1,7 @@
 """IS-DARTS (docs/methods.md §5, oracles of §7): the Fisher statistic, masks, schedule, removals, survivors, the
 measurement on a supernet, end-to-end searches in both spaces and resume across a shrinking step."""
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,8 +12,9 @@ from gradnas.errors import GradnasError
 from gradnas.genotypes import Genotype, format_darts, parse_darts
 from gradnas.models import build_eval_network
 from gradnas.search.checkpoint import load_checkpoint
-from gradnas.search.loop import Searcher, search
+from gradnas.search.loop import Searcher, build_search_model, search
 from gradnas.search.model import SearchModel
+from gradnas.search.shrinking import ProgressiveShrinking
 from gradnas.selection.importance import IMPORTANCE, fisher_information, fisher_totals, mean_per_type, mixed_op
 from gradnas.selection.shrinking import (comparable, comparison_subsets, removal_count, shrink, shrink_epochs,
                                          shrink_steps, survivor_cell, survivors)
@@ -103,7 +105,9 @@ def test_shrink_rate_study_shrinks_in_the_last_20_epochs(tmp_path):
                         "shrink_window": 20})
     assert shrink_epochs(c.epochs, c.shrink_rate, c.shrink_interval, c.shrink_window) == [30, 48]
     assert resolve_config({"space": "darts", "method": "is-darts"}).shrink_window is None  # 29 … 47 stays
-    assert Searcher(tiny_config(tmp_path, "nb201", shrink_window=3)).hooks[0].schedule == [2, 3, 4, 5]
+    config = tiny_config(tmp_path, "nb201", "s-darts", shrink_window=3)  # α: no images to draw
+    hook = ProgressiveShrinking(config, SimpleNamespace(model=build_search_model(config, 10), out=tmp_path))
+    assert hook.schedule == [2, 3, 4, 5]
 
 
 def run_schedule(space, steps, scores_fn):
@@ -332,7 +336,8 @@ def test_cell_means_add_sums_and_counts():
     means = mean_per_type((sums, torch.tensor([2.0, 2.0, 1.0], dtype=torch.float64)), ["normal", "normal", "reduce"])
     assert means["normal"].tolist() == [[8.0, 2.5]] and means["reduce"].tolist() == [[5.0, 1.0]]
     f = IMPORTANCE["fisher"]
-    assert f.importance(means["normal"]).tolist() == [[1 / 8, 1 / 2.5]] and f.rank_key(means["normal"]).tolist() == [[-8.0, -2.5]]
+    assert f.importance(means["normal"]).tolist() == [[1 / 8, 1 / 2.5]]
+    assert f.rank_key(means["normal"]).tolist() == [[-8.0, -2.5]]
 
 
 @pytest.mark.parametrize("space", ["nb201", "darts"])
@@ -361,7 +366,6 @@ def bn_layers(module):
 def test_only_the_cells_bns_use_batch_statistics(tmp_path, space):
     """xautodl's IS-DARTS supernets pass track_running_stats=False to the cells only; the stem, the residual
     blocks and the final BN keep running statistics, and eval mode (the measurement) uses them."""
-    from gradnas.search.loop import build_search_model
     model = build_search_model(tiny_config(tmp_path, space), 10)
     net = model.net
     assert all(not bn.track_running_stats for bn in bn_layers(net.cells))
@@ -377,7 +381,6 @@ def test_only_the_cells_bns_use_batch_statistics(tmp_path, space):
 
 
 def test_darts_space_is_darts_supernet_has_bare_pools_and_a_final_bn_relu(tmp_path):
-    from gradnas.search.loop import build_search_model
     pools = (torch.nn.MaxPool2d, torch.nn.AvgPool2d)
     is_darts = build_search_model(tiny_config(tmp_path, "darts"), 10).net
     darts = build_search_model(resolve_config({"space": "darts", **TINY["darts"]}), 10).net

@@ -198,14 +198,16 @@ def test_imagenet_preset_and_its_train_val_subsets(tmp_path):
     for c in range(2):
         (tmp_path / "imgs" / f"class{c}").mkdir(parents=True)
         for i in range(100):
-            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"class{c}" / f"{i}.png")
+            image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)  # 32 px: the search stems reduce 8-fold
+            Image.fromarray(image).save(tmp_path / "imgs" / f"class{c}" / f"{i}.png")
     config = resolve_config({"method": "pc-darts-imagenet", "data": str(tmp_path / "imgs"), "batch_size": 4,
                              "channels": 4, "layers": 3, "epochs": 1, "steps_per_epoch": 2, "arch_warmup_epochs": 0,
                              "lr_warmup_epochs": 0, "progress": False, "out": str(tmp_path / "run")})
     assert (config.partial_k, config.batch_size, config.lr, config.arch_lr, config.train_subset, config.val_subset) == \
         (2, 4, 0.5, 6e-3, 0.1, 0.025)
     full = resolve_config({"method": "pc-darts-imagenet"})
-    assert (full.arch_warmup_epochs, full.lr_warmup_epochs, full.arch_grad_clip, full.imagenet_stem) == (35, 5, 5.0, True)
+    assert (full.arch_warmup_epochs, full.lr_warmup_epochs, full.arch_grad_clip, full.imagenet_stem) == \
+        (35, 5, 5.0, True)
     searcher = Searcher(config)  # 160 training images (every fifth of 200 held out as test)
     train, val = searcher.train_loader, searcher.val_loader
     assert (len(train.y), len(val.y)) == (16, 4)

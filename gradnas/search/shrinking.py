@@ -3,8 +3,9 @@
 After the scheduled epochs it measures every alive candidate (``importance``: the Fisher term F of op outputs
 for IS-DARTS, α for the S-DARTS ablation), averages the statistic over the cells sharing a mask (F itself, not
 IIM = 1/F, as the authors' code does), removes each comparison subset's least important candidates (the
-largest mean F) and drops them from the edges, so removed ops are no longer computed. The genotype is the survivors. Between steps it also measures every
-``iim_every`` epochs, for the per-epoch log, TensorBoard and ``importance.png`` (the paper's Figure 4).
+largest mean F) and drops them from the edges, so removed ops are no longer computed. The genotype is the
+survivors. Between steps it also measures every ``iim_every`` epochs, for the per-epoch log, TensorBoard and
+``importance.png`` (the paper's Figure 4).
 The alive masks and the measurements so far are the hook's state, so a resumed run shrinks exactly as an
 uninterrupted one.
 """

@@ -4,8 +4,8 @@ A comparison subset is a group of (edge, op) candidates of one cell type that co
 in NB201 the 5 ops of one edge (keep 1), in the DARTS space every (source, op) pair entering one node (keep 2;
 both survivors may share a source). With S = round(1/r) steps, the step s (0-based) comes after the completed
 epoch T − S·I + s·I (1-based; the authors' code), or T − W + s·I with a window of W epochs (the paper's
-shrink-rate study: "shrinking only in the last 20 epochs"), and removes, in every subset, the ⌈(alive − keep)/(S − s)⌉ alive candidates of
-least importance, so that exactly ``keep`` survive the last step.
+shrink-rate study: "shrinking only in the last 20 epochs"), and removes, in every subset, the
+⌈(alive − keep)/(S − s)⌉ alive candidates of least importance, so that exactly ``keep`` survive the last step.
 """
 from __future__ import annotations
 
