@@ -26,14 +26,15 @@ from ..data import Augment, DeviceLoader, ImageDataset, load_dataset, search_spl
 from ..distributed import average_, convert_sync_batchnorm, init_from_env
 from ..edges import EDGES
 from ..errors import GradnasError
+from ..extras import require
 from ..genotypes import Genotype, genotype_text, save_genotype
+from ..plots import EpochImages
 from ..profiling import saved_activation_bytes, state_bytes
 from ..runlog import RunLog, environment, log
 from ..runtime import FiniteGuard, autocast_dtype, resolve_device
 from ..selection import derive_genotype
 from ..spaces import DEFAULT_OPS, SPACES
 from ..spaces.blocks import drop_running_stats
-from ..viz import draw_genotype
 from .bilevel import ARCH_UPDATES
 from .checkpoint import load_checkpoint, rng_state, save_atomic, seed_everything, set_rng_state
 from .hooks import build_hooks
@@ -157,7 +158,8 @@ class Searcher:
         self.history: list[dict[str, Any]] = []
         if state is not None:
             self._restore(state)
-        self.log = RunLog(self.out, self.start_epoch) if self.dist.is_main else None  # rank 0 writes
+        self.log = (RunLog(self.out, self.start_epoch, images=EpochImages(config.space, self.model.net.op_names))
+                    if self.dist.is_main else None)  # rank 0 writes; the α heat-maps go to TensorBoard as images
 
     # -- setup ------------------------------------------------------------------------------------
     def _build_loaders(self) -> None:
@@ -249,7 +251,12 @@ class Searcher:
         if not main:
             return SearchResult(genotype, self.history, paths, self.model)
         save_genotype(genotype, paths["genotype"])
-        paths["diagrams"] = draw_genotype(genotype, self.out)
+        try:
+            viz = require("gradnas.viz", "drawing the cells")
+        except GradnasError as err:  # the core runs without the plot extra
+            log.warning("no cell diagrams: %s", err)
+        else:
+            paths["diagrams"] = viz.draw_genotype(genotype, self.out)
         if c.space == "nb201":
             paths.update(self._nb201_report(genotype))
         return SearchResult(genotype, self.history, paths, self.model)

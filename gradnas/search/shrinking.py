@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 import torch
-from matplotlib.figure import Figure  # a bare Figure renders through Agg and never touches a display
-from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from ..data import DeviceLoader
 from ..errors import GradnasError
+from ..extras import missing_extra
+from ..runlog import log
 from ..genotypes import Genotype, validate
 from ..selection.importance import IMPORTANCE, mixed_op
 from ..selection.shrinking import (Subset, comparable, comparison_subsets, shrink, shrink_epochs, survivor_cell,
@@ -107,8 +106,12 @@ class ProgressiveShrinking(Hook):
             record.update(shrink_step=self.steps_done, removed=removed)
         if done == self.config.epochs:
             fisher = self.config.importance == "fisher"
-            plot_importance(self.history, self.schedule, self.subsets, self.labels, self.op_names, self.out / PLOT,
-                            "IIM = 1/F" if fisher else f"{self.config.importance} weight", log_scale=fisher)
+            try:
+                plot_importance(self.history, self.schedule, self.subsets, self.labels, self.op_names,
+                                self.out / PLOT, "IIM = 1/F" if fisher else f"{self.config.importance} weight",
+                                log_scale=fisher)
+            except ImportError as err:  # the core runs without the plot extra
+                log.warning("no importance plot: %s", missing_extra(err, "plotting importance"))
         return record
 
     def _record(self, scores: Scores) -> dict[str, Any]:
@@ -168,6 +171,10 @@ def plot_importance(history: list[tuple[int, Scores]], schedule: list[int], subs
     """One panel per comparison subset and cell type, one line per candidate over the measured epochs (a line
     ends where its op was removed): colour = op, line style = source edge; dotted verticals mark the shrinking
     steps. ``none`` (IIM 0) is left out."""
+    from matplotlib.figure import Figure  # a bare Figure renders through Agg and never touches a display
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
     epochs = [e for e, _ in history]
     types = list(history[0][1])
     panels = [(t, s) for t in types for s in subsets]
