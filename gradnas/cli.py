@@ -1,4 +1,4 @@
-"""The ``gradnas`` command line: search, show, bench.
+"""The ``gradnas`` command line: search, train, eval, export, show, plot, bench.
 
 Every search option comes from the :class:`SearchConfig` fields, so the command line, config files and
 the Python API stay one set of names. Bad input prints one ``gradnas: error:`` line and exits 2.
@@ -21,27 +21,131 @@ from .errors import GradnasError
 from .genotypes import genotype_text
 
 HELP = {
-    "space": "search space: darts or nb201", "method": "method preset (sets the published defaults)",
+    # data
     "data": "dataset: digits (built in), cifar10, cifar100, a .npz file or an image-folder directory",
-    "out": "run directory", "order": "DARTS approximation order (1 or 2)", "layers": "cells (DARTS) or cells per stage (NB201)",
-    "steps_per_epoch": "cap on iterations per epoch",
+    "data_root": "where cifar10/cifar100 live or are downloaded to (else $GRADNAS_DATA, ~/.cache/gradnas/data)",
+    "train_portion": "share of the training set the weights train on; the rest is the validation part for α",
+    "train_subset": "fraction of the training set drawn (seeded) as the search's train part; with --val-subset",
+    "val_subset": "fraction drawn, disjoint from --train-subset, as the validation part (PC-DARTS ImageNet)",
+    "cutout": "cutout side in pixels during search (0: off)",
     "image_size": "resize images to this square side (default: as they are; image folders of mixed sizes: 64)",
-    "steps": "DARTS space: intermediate nodes per cell (default 4)",
-    "multiplier": "DARTS space: the cell output concatenates its last k nodes (default: all)", "nb201_table": "NAS-Bench-201 accuracy table (or $GRADNAS_NB201_TABLE)",
-    "skip_dropout": "dropout on the skip_connect branch during search (DNAS 0.2; 0: off)",
-    "zero_one_weight": "weight of the zero-one loss on σ(α), σ(γ) (DNAS 10; 0: off)",
+    # supernet
+    "space": "search space: {choices}",
+    "channels": "initial channels C of the supernet",
+    "layers": "cells (darts; default 8) or cells per stage (nb201; default 5)",
+    "ops": "candidate ops (default: the space's full set; DNAS drops none)",
+    "bn_running_stats": "every supernet BN keeps running statistics (--no-bn-running-stats: batch statistics)",
+    "cell_bn_running_stats": "the cells' BNs keep running statistics (IS-DARTS: off; stem, residual and final BN keep theirs)",
+    "steps": "darts: intermediate nodes per cell (default 4)",
+    "multiplier": "darts: the cell output concatenates its last k nodes (default: all)",
+    "pool_bn": "darts: a non-affine BN after the candidate pools (quark0's supernet; IS-DARTS: off)",
+    "final_bn_relu": "darts: BN + ReLU before the global pool (IS-DARTS's supernet)",
+    "imagenet_stem": "darts: the 8-fold down-sampling stems of a 224-px search (PC-DARTS ImageNet)",
+    # the method's parts
+    "method": "method preset, setting the published defaults below: {choices}",
+    "arch": "architecture parameterisation: {choices}",
+    "edge": "mixed-edge kind: {choices}",
+    "partial_k": "PC-DARTS: 1/K of each edge's channels go through the ops (1: all)",
+    "partial_sampling": "PC-DARTS channels through the ops: first (code), random (paper) or all (G-PC-DARTS-A)",
+    "edge_norm": "PC-DARTS edge normalisation: softmax of β over each node's incoming edges",
+    "skip_dropout": "DNAS: dropout on the skip_connect branch during search (DNAS 0.2; 0: off)",
+    "zero_one_weight": "DNAS: weight of the zero-one loss on σ(α), σ(γ) (DNAS 10; 0: off)",
     "beta_softmax": "DNAS: softmax of β over all edges of a cell (layer) or over each node's edges (node)",
     "groups": "G-DARTS-A: channel groups M of every edge",
     "group_mode": "G-DARTS-A: exact (all groups through one shared op built for C/M channels) or split "
                   "(a full-width op whose output is split into groups for attention)",
-    "conv_groups": "G-DARTS-A: groups of every conv inside the candidate ops",
-    "partial_sampling": "PC-DARTS channels through the ops: first (code), random (paper) or all (G-PC-DARTS-A)",
+    "conv_groups": "G-DARTS-A: groups g of every conv inside the candidate ops",
+    "group_attention": "G-DARTS-A: a learnt scale a[cell, edge, group], trained with α",
+    "attention_spread": "G-DARTS-A: initial attention evenly spaced in 1 ± spread",
+    "attention_sigmoid": "G-DARTS-A: pass the attention through an SE-style sigmoid",
+    "selection": "genotype rule: {choices} (default: darts in the darts space, argmax in nb201)",
+    "arch_update": "architecture update: {choices}",
+    "hooks": "per-epoch method hooks: {choices}",
+    "importance": "shrinking: rank candidates by {choices}",
+    "shrink_rate": "shrinking: rate r, S = round(1/r) steps",
+    "shrink_interval": "shrinking: epochs I between steps; the last step is I epochs before the end",
+    "iim_samples": "images per importance measurement (0: the whole training loader)",
+    "iim_every": "also measure importance every k epochs, for the plot (0: at the steps only)",
+    "shrink_window": "shrinking: put every step in the last W epochs (the paper's shrink-rate study: 20)",
+    # optimisation
+    "order": "DARTS approximation order: 1 or 2",
+    "epochs": "search epochs",
+    "batch_size": "batch size (per rank under torchrun)",
+    "lr": "weight learning rate (SGD), cosine-annealed to --lr-min",
+    "lr_min": "final weight learning rate",
+    "lr_per_step": "anneal the cosine every iteration (IS-DARTS) rather than every epoch",
+    "momentum": "SGD momentum",
+    "nesterov": "Nesterov momentum",
+    "weight_decay": "weight decay of the weights",
+    "grad_clip": "gradient-norm clip of the weights (0: off)",
+    "arch_lr": "architecture learning rate (Adam)",
+    "arch_betas": "Adam betas of the architecture optimiser",
+    "arch_weight_decay": "weight decay of the architecture parameters",
+    "arch_warmup_epochs": "epochs with the architecture frozen at the start (PC-DARTS 15)",
+    "lr_warmup_epochs": "epochs of linear weight-lr warm-up before the cosine (PC-DARTS ImageNet 5)",
+    "arch_grad_clip": "gradient-norm clip of the architecture parameters (PC-DARTS ImageNet 5; 0: off)",
+    # run
+    "out": "run directory",
+    "seed": "random seed",
+    "device": "auto (CUDA when present, else CPU), cpu, cuda or cuda:N",
+    "deterministic": "deterministic kernels (slower)",
+    "channels_last": "channels-last memory layout",
+    "amp": "mixed precision on GPUs: bfloat16 where supported, else float16 with loss scaling",
+    "compile": "torch.compile the supernet",
+    "sync_bn": "under torchrun, batch-norm statistics over all ranks",
+    "steps_per_epoch": "cap on iterations per epoch (quick looks, tests; default: a whole pass)",
+    "log_every": "non-finite-loss check and progress-bar update every N iterations",
+    "nb201_table": "NAS-Bench-201 accuracy table (.csv or .npz; else $GRADNAS_NB201_TABLE, else the packaged one)",
+    "top_k": "nb201: report the k most probable architectures under the final α",
+    "progress": "progress bar",
+}
+
+#: ``gradnas search --help`` groups; a SearchConfig field listed nowhere falls into "run".
+SEARCH_GROUPS = {
+    "data": ("data", "data_root", "image_size", "train_portion", "train_subset", "val_subset", "cutout"),
+    "supernet": ("space", "channels", "layers", "ops", "steps", "multiplier", "bn_running_stats",
+                 "cell_bn_running_stats", "pool_bn", "final_bn_relu", "imagenet_stem"),
+    "method parts": ("method", "arch", "edge", "partial_k", "partial_sampling", "edge_norm", "skip_dropout",
+                     "zero_one_weight", "beta_softmax", "groups", "group_mode", "conv_groups", "group_attention",
+                     "attention_spread", "attention_sigmoid", "selection", "arch_update", "hooks", "importance",
+                     "shrink_rate", "shrink_interval", "shrink_window", "iim_samples", "iim_every"),
+    "optimisation": ("order", "epochs", "batch_size", "lr", "lr_min", "lr_per_step", "momentum", "nesterov",
+                     "weight_decay", "grad_clip", "arch_lr", "arch_betas", "arch_weight_decay", "arch_warmup_epochs",
+                     "lr_warmup_epochs", "arch_grad_clip"),
+    "run": (),
 }
 
 
+def _choices() -> dict[str, list[str]]:
+    """Registered names of the options that pick a registry entry, for the help text."""
+    from .arch import ARCHITECTURES
+    from .edges import EDGES
+    from .search.bilevel import ARCH_UPDATES
+    from .search.hooks import HOOKS
+    from .selection import RULES
+    from .selection.importance import IMPORTANCE
+    from .spaces import SPACES
+    return {"space": SPACES.names(), "method": PRESETS.names(), "arch": ARCHITECTURES.names(),
+            "edge": EDGES.names(), "selection": RULES.names(), "arch_update": ARCH_UPDATES.names(),
+            "hooks": HOOKS.names(), "importance": IMPORTANCE.names()}
+
+
+def _default(f: dataclasses.Field) -> object:
+    value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    if isinstance(value, list):
+        return " ".join(map(str, value)) or "none"
+    return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+
 def _add_config_options(parser: argparse.ArgumentParser, cls: type = SearchConfig, helps: dict[str, str] = HELP,
-                        skip: tuple[str, ...] = ()) -> None:
+                        skip: tuple[str, ...] = (), groups: dict[str, tuple[str, ...]] | None = None,
+                        choices: dict[str, list[str]] | None = None) -> None:
+    """One flag per field of ``cls``, its help text followed by the default (argparse defaults stay None, so
+    only flags given explicitly override the config file and presets)."""
     hints = typing.get_type_hints(cls)
+    sections = {name: parser.add_argument_group(f"{name} options") for name in groups or {}}
+    where = {field: sections[name] for name, members in (groups or {}).items() for field in members}
+    fallback = sections.get("run", parser)
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
@@ -49,14 +153,18 @@ def _add_config_options(parser: argparse.ArgumentParser, cls: type = SearchConfi
         kind = hints[f.name]
         args = typing.get_args(kind)
         base = next((a for a in args if a is not type(None)), kind) if isinstance(kind, types.UnionType) else kind
-        help_text = helps.get(f.name, f.name.replace("_", " "))
+        text = helps.get(f.name, f.name.replace("_", " ")).replace("{choices}", ", ".join((choices or {}).get(f.name, [])))
+        default = _default(f)
+        help_text = (f"{text} (default: {default})" if default is not None and f.name not in ("layers", "selection")
+                     else text).replace("%", "%%")
+        group = where.get(f.name, fallback)
         if base is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         elif typing.get_origin(base) is list:
             item = typing.get_args(base)[0]
-            parser.add_argument(flag, nargs="+", type=item, default=None, metavar=item.__name__.upper(), help=help_text)
+            group.add_argument(flag, nargs="+", type=item, default=None, metavar=item.__name__.upper(), help=help_text)
         else:
-            parser.add_argument(flag, type=base, default=None, metavar=base.__name__.upper(), help=help_text)
+            group.add_argument(flag, type=base, default=None, metavar=base.__name__.upper(), help=help_text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,37 +178,52 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("search", help="search an architecture",
-                       description=f"Run a search. Methods: {', '.join(PRESETS.names())}.")
+                       description=f"Run a search. Methods: {', '.join(PRESETS.names())}. Defaults shown are "
+                                   "DARTS's on the darts space; --space and --method change them (the effective "
+                                   "values are saved in RUN/config.yaml).")
     p.add_argument("--config", metavar="FILE", help="YAML or TOML file of options (overridden by flags)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint (options that "
                    f"may change: {_flags(RESUMABLE)})")
     p.add_argument("--overwrite", action="store_true", help="replace the run that --out holds")
     p.add_argument("--dry-run", action="store_true",
                    help="build the supernet, take one step, print its size and memory, and stop")
-    _add_config_options(p)
+    _add_config_options(p, groups=SEARCH_GROUPS, choices=_choices())
 
     p = sub.add_parser("show", help="print a genotype, its evaluation-network size, and draw its cells")
     p.add_argument("genotype", help="JSON file, run directory, DARTS text form, NB201 arch string or published name")
-    p.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100", "imagenet"])
-    p.add_argument("--out", default=None, help="directory for the diagrams (default: beside a file, else .)")
+    p.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100", "imagenet"],
+                   help="evaluation network whose parameters are counted (default: cifar10)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="directory for the cell diagrams (default: the run directory or beside the file; "
+                        "names and text forms are drawn only with --out)")
+
+    p = sub.add_parser("plot", help="plot a search run's architecture weights (and importance) over the run",
+                       description="Heat-maps of the selection weights per cell type after the last epoch and at "
+                                   "epochs over the run, one line per op for every edge, a grid of every cell "
+                                   "for per-cell searches (DNAS), and IS-DARTS's importance likewise.")
+    p.add_argument("run", metavar="RUN", help="search run directory (holds log.jsonl and config.yaml)")
+    p.add_argument("--out", default=None, metavar="DIR", help="directory for the PNG files (default: RUN/plots)")
 
     p = sub.add_parser("bench", help="benchmark look-ups")
     bench = p.add_subparsers(dest="benchmark", required=True)
     b = bench.add_parser("nb201", help="NAS-Bench-201 accuracies and rank of an architecture")
     b.add_argument("arch", help="NB201 arch string, genotype file or run directory")
-    b.add_argument("--nb201-table", default=None, help="accuracy table CSV (or $GRADNAS_NB201_TABLE)")
-    b.add_argument("--top-k", type=int, default=5, help="with a run directory: the k most probable architectures")
+    b.add_argument("--nb201-table", default=None, metavar="FILE",
+                   help="accuracy table, .csv or .npz (default: $GRADNAS_NB201_TABLE, else the packaged one)")
+    b.add_argument("--top-k", type=int, default=5,
+                   help="with a run directory: the k most probable architectures (default: 5)")
     b.add_argument("--nats-dir", nargs="?", const="", default=None, metavar="DIR",
                    help="read the official NATS-Bench topology files instead of the table (directory with "
                         "NATS-tss-v1_0-3ffb9-simple; without DIR: $TORCH_HOME, default ~/.torch)")
     b.add_argument("--dataset", nargs="+", default=["cifar10", "cifar100", "imagenet16-120"],
-                   help="with --nats-dir: cifar10, cifar100, imagenet16-120")
-    b.add_argument("--epochs", nargs="+", type=int, default=[12, 200], help="with --nats-dir: 12 and/or 200")
+                   help="with --nats-dir: any of cifar10, cifar100, imagenet16-120 (default: all)")
+    b.add_argument("--epochs", nargs="+", type=int, default=[12, 200], help="with --nats-dir: 12 and/or 200 (default: both)")
 
     from .train.export import FORMATS
     from .train.recipes import HELP as TRAIN_HELP, RECIPES, RESUMABLE as TRAIN_RESUMABLE, TrainConfig
     p = sub.add_parser("train", help="train a found architecture from scratch",
-                       description=f"Train a genotype with a published recipe ({', '.join(RECIPES.names())}).")
+                       description=f"Train a genotype with a published recipe ({', '.join(RECIPES.names())}). "
+                                   "Defaults shown are the cifar recipe's; --recipe changes them.")
     p.add_argument("genotype", nargs="?", help=TRAIN_HELP["genotype"])
     p.add_argument("--config", metavar="FILE", help="YAML or TOML file of options (overridden by flags)")
     p.add_argument("--resume", metavar="DIR", help="continue the training run in DIR from its last checkpoint "
@@ -112,14 +235,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="DIR", help="training run directory (or its model.pt)")
     p.add_argument("--data", default=None, help="dataset to test on (default: the one it was trained on)")
     p.add_argument("--data-root", default=None, help="where cifar10/cifar100 live")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=256, help="evaluation batch size (default: 256)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N "
+                                                    "(default: auto)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
     p = sub.add_parser("export", help="export a trained model for deployment")
     p.add_argument("model", metavar="DIR", help="training run directory (or its model.pt)")
-    p.add_argument("--format", required=True, choices=FORMATS)
-    p.add_argument("--out", required=True, metavar="FILE")
+    p.add_argument("--format", required=True, choices=FORMATS, help=f"one of {', '.join(FORMATS)}")
+    p.add_argument("--out", required=True, metavar="FILE", help="file to write")
     return parser
 
 
@@ -183,16 +307,27 @@ def _dry_run(config) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     from .genotypes import parse_genotype
     from .models import build_eval_network, count_parameters
-    from .viz import draw_genotype
+    from .extras import require
 
     genotype = parse_genotype(args.genotype)
     print(genotype_text(genotype))
     net = build_eval_network(genotype, args.dataset)
     print(f"evaluation network ({args.dataset}): {count_parameters(net):,} parameters (auxiliary head excluded)")
     source = Path(args.genotype)
-    out = Path(args.out) if args.out else (source if source.is_dir() else source.parent if source.exists() else Path("."))
-    for path in draw_genotype(genotype, out):
+    out = Path(args.out) if args.out else source if source.is_dir() else source.parent if source.is_file() else None
+    if out is None:  # a name or text form has no directory of its own: draw only where asked
+        print("diagrams: pass --out DIR to draw the cells")
+        return 0
+    for path in require("gradnas.viz", "drawing cell diagrams").draw_genotype(genotype, out):
         print(f"diagram: {path}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .plots import plot_run
+
+    for path in plot_run(args.run, args.out):
+        print(f"plot: {path}")
     return 0
 
 
@@ -261,7 +396,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"search": cmd_search, "show": cmd_show, "bench": cmd_bench, "train": cmd_train, "eval": cmd_eval,
+COMMANDS = {"search": cmd_search, "show": cmd_show, "plot": cmd_plot, "bench": cmd_bench, "train": cmd_train, "eval": cmd_eval,
             "export": cmd_export}
 
 

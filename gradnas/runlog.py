@@ -1,4 +1,4 @@
-"""What a run leaves behind besides its checkpoint: JSON-lines log, TensorBoard scalars, environment."""
+"""What a run leaves behind besides its checkpoint: JSON-lines log, TensorBoard scalars and images, environment."""
 from __future__ import annotations
 
 import json
@@ -6,11 +6,13 @@ import logging
 import platform
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from . import __version__
+from .errors import GradnasError
+from .extras import require
 from .rundir import write_atomic
 
 log = logging.getLogger("gradnas")
@@ -36,18 +38,22 @@ def environment(device: torch.device, seed: int, deterministic: bool) -> dict[st
 
 
 class RunLog:
-    """Per-epoch records as JSON lines plus TensorBoard scalars for every numeric field.
+    """Per-epoch records as JSON lines plus TensorBoard scalars for every numeric field and, given ``images``
+    (record → {tag: H×W×3 uint8 array}), TensorBoard images. Without the tensorboard (or, for images, the plot)
+    extra it warns once and writes the JSON lines alone.
 
     The log is rewritten whole and atomically with every record (it holds one line per epoch), so a kill or a
     full disk never leaves half a line."""
 
-    def __init__(self, out: Path, resume_epoch: int = 0):
+    def __init__(self, out: Path, resume_epoch: int = 0,
+                 images: Callable[[dict[str, Any]], dict[str, Any]] | None = None):
         self.path = out / "log.jsonl"
         # A resumed run redoes the epochs after its checkpoint: drop their lines if a kill left any.
         self._lines = [line for line in self._read() if _epoch(line) < resume_epoch]
         write_atomic(self.path, "".join(line + "\n" for line in self._lines))
         self._tb_dir = out / "tensorboard"
-        self._writer = None
+        self._writer = None  # False once TensorBoard turned out to be missing
+        self._images = images
 
     def _read(self) -> list[str]:
         return [ln for ln in self.path.read_text().splitlines() if ln.strip()] if self.path.exists() else []
@@ -55,22 +61,43 @@ class RunLog:
     @property
     def writer(self):
         if self._writer is None:
-            from torch.utils.tensorboard import SummaryWriter  # imported on first use: it is slow to load
-            self._writer = SummaryWriter(str(self._tb_dir))
-        return self._writer
+            try:
+                require("tensorboard", "writing TensorBoard logs")  # imported on first use: it is slow to load
+            except GradnasError as err:
+                log.warning("no TensorBoard logs: %s", err)
+                self._writer = False
+            else:
+                from torch.utils.tensorboard import SummaryWriter
+                self._writer = SummaryWriter(str(self._tb_dir))
+        return self._writer or None
 
     def write(self, record: dict[str, Any]) -> None:
         self._lines.append(json.dumps(record))
         write_atomic(self.path, "".join(line + "\n" for line in self._lines))
+        writer = self.writer
+        if writer is None:
+            return
         for key, value in _scalars(record):
-            self.writer.add_scalar(key, value, record["epoch"])
-        self.writer.flush()
+            writer.add_scalar(key, value, record["epoch"])
+        for tag, image in self._render(record).items():
+            writer.add_image(tag, image, record["epoch"], dataformats="HWC")
+        writer.flush()
+
+    def _render(self, record: dict[str, Any]) -> dict[str, Any]:
+        if self._images is None:
+            return {}
+        try:
+            return self._images(record)
+        except GradnasError as err:
+            log.warning("no TensorBoard images: %s", err)
+            self._images = None
+            return {}
 
     def history(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self._lines]
 
     def close(self) -> None:
-        if self._writer is not None:
+        if self._writer:
             self._writer.close()
 
 

@@ -30,7 +30,8 @@ Edge = tuple[str, str, str]  # source id, target id, op label ("" for the concat
 Graph = tuple[list[Node], list[Edge]]
 Point = tuple[float, float]
 _COLORS = {"input": "#9ecae1", "inner": "#fdd49e", "output": "#a1d99b"}
-_BOX_W, _BOX_H, _DX, _DY = 1.1, 0.55, 3.0, 1.2  # node box size and layer / row spacing, in data units
+_BOX_W, _BOX_H, _DY = 1.1, 0.55, 1.2  # node box size and row spacing, in data units
+_SPACINGS = (3.0, 4.0, 5.0, 6.5)  # layer spacings tried in turn until every op label finds a clear spot
 _FORMATS = ("png", "svg")
 
 
@@ -59,11 +60,28 @@ def draw_cell(cell: CellGenotype, space: str, path: Path, title: str, backend: s
     path.parent.mkdir(parents=True, exist_ok=True)
     if _backend(backend) == "graphviz":
         return _draw_graphviz(graph, title, path)
-    fig = Figure(figsize=_figsize(graph))
-    ax = fig.add_subplot()
-    labels = _draw_mpl(ax, graph, fontsize=10, short=False)
-    ax.set_title(title)
-    return _save(fig, path, labels)
+    return _save(_cell_figure(graph, title), path)
+
+
+def _cell_figure(graph: Graph, title: str) -> Figure:
+    """The fallback diagram with full op names, else abbreviated ones (with a key), else with its layers spread
+    further apart, until no op label overlaps another or a box."""
+    for dx in _SPACINGS:
+        fig = Figure(figsize=_figsize(graph, dx))
+        ax = fig.add_subplot()
+        labels = _draw_mpl(ax, graph, fontsize=10, short=False, dx=dx)
+        ax.set_title(title)
+        blocked = _place_labels(fig, labels)
+        if blocked:
+            key = sorted({(lab.short, lab.text.get_text()) for lab in labels if lab.short != lab.text.get_text()})
+            for lab in labels:
+                lab.text.set_text(lab.short)
+            blocked = _place_labels(fig, labels)
+            ax.text(0.5, 0.0, ", ".join(f"{short} = {op}" for short, op in key), transform=ax.transAxes,
+                    ha="center", va="bottom", fontsize=8, color="0.3")
+        if not blocked:
+            break
+    return fig
 
 
 def draw_genotype(g: Genotype, out_dir: Path, stem: str = "cell", backend: str | None = None) -> list[Path]:
@@ -91,7 +109,8 @@ def _backend(backend: str | None) -> str:
     if backend not in ("graphviz", "matplotlib"):
         raise GradnasError(f"viz: unknown backend {backend!r}; expected graphviz or matplotlib")
     if backend == "graphviz" and not has_dot:
-        raise GradnasError("viz: backend 'graphviz' needs the Graphviz 'dot' program on PATH and the graphviz package")
+        raise GradnasError("viz: backend 'graphviz' needs the Graphviz 'dot' program on PATH (e.g. apt install "
+                           "graphviz) and the graphviz package: pip install 'gradnas[graphviz]'")
     return backend
 
 
@@ -120,7 +139,7 @@ def _draw_graphviz(graph: Graph, title: str, path: Path) -> list[Path]:
     return files
 
 
-def _layout(graph: Graph) -> dict[str, Point]:
+def _layout(graph: Graph, dx: float) -> dict[str, Point]:
     """Inputs in layer 0, each inner node one layer right of its deepest source, the output rightmost."""
     nodes, edges = graph
     layer = {nid: 0 for nid, _, kind in nodes if kind == "input"}
@@ -132,18 +151,18 @@ def _layout(graph: Graph) -> dict[str, Point]:
     rows: dict[int, list[str]] = {}
     for nid, _, _ in nodes:
         rows.setdefault(layer[nid], []).append(nid)
-    return {nid: (x * _DX, ((len(ids) - 1) / 2 - i) * _DY) for x, ids in rows.items() for i, nid in enumerate(ids)}
+    return {nid: (x * dx, ((len(ids) - 1) / 2 - i) * _DY) for x, ids in rows.items() for i, nid in enumerate(ids)}
 
 
-def _figsize(graph: Graph) -> tuple[float, float]:
-    xs, ys = zip(*_layout(graph).values())
+def _figsize(graph: Graph, dx: float) -> tuple[float, float]:
+    xs, ys = zip(*_layout(graph, dx).values())
     return 1.0 + 0.9 * (max(xs) - min(xs) + _BOX_W), 1.2 + 0.9 * (max(ys) - min(ys) + _BOX_H)
 
 
-def _draw_mpl(ax: Axes, graph: Graph, fontsize: float, short: bool) -> list[_Label]:
+def _draw_mpl(ax: Axes, graph: Graph, fontsize: float, short: bool, dx: float) -> list[_Label]:
     """Draw boxes and arrows; return the op labels, which :func:`_place_labels` positions once sizes are known."""
     nodes, edges = graph
-    pos = _layout(graph)
+    pos = _layout(graph, dx)
     boxes = {}
     for nid, label, kind in nodes:
         x, y = pos[nid]
@@ -159,13 +178,13 @@ def _draw_mpl(ax: Axes, graph: Graph, fontsize: float, short: bool) -> list[_Lab
         sign = (-1) ** repeats[src, dst]
         repeats[src, dst] += 1
         rad = _bend(p0, p1, [pos[n] for n in pos if n not in (src, dst)],
-                    sign * (0.05 + 0.07 * (round(abs(p1[0] - p0[0]) / _DX) - 1)))
+                    sign * (0.05 + 0.07 * (round(abs(p1[0] - p0[0]) / dx) - 1)))
         ax.add_patch(FancyArrowPatch(p0, p1, patchA=boxes[src], patchB=boxes[dst], arrowstyle="-|>",
                                      connectionstyle=f"arc3,rad={rad}", mutation_scale=fontsize, lw=0.8, color="0.35"))
         if label:
             text = ax.text(0, 0, SHORT_NAMES.get(label, label) if short else label, ha="center", va="center",
                            fontsize=0.8 * fontsize, bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none"))
-            labels.append(_Label(text, _arc(p0, p1, rad), obstacles))
+            labels.append(_Label(text, _arc(p0, p1, rad), obstacles, SHORT_NAMES.get(label, label)))
     xs, ys = zip(*pos.values())
     ax.set_xlim(min(xs) - _BOX_W, max(xs) + _BOX_W)
     ax.set_ylim(min(ys) - _BOX_H - 0.6, max(ys) + _BOX_H + 0.6)
@@ -202,22 +221,33 @@ class _Label:
     text: Text
     edge: Callable[[float], Point]
     boxes: list[FancyBboxPatch]  # the node boxes of its cell, which labels must not cover
+    short: str  # the abbreviation tried when the full op names do not all fit
 
 
-def _place_labels(fig: Figure, labels: list[_Label]) -> None:
+_SPOTS = sorted((0.2 + 0.025 * i for i in range(25)), key=lambda t: abs(t - 0.5))  # along an edge, middle first
+
+
+def _place_labels(fig: Figure, labels: list[_Label]) -> int:
     """Slide each op label along its own edge to the first spot clear of the boxes and of the labels placed
-    before it, so every label stays on the edge it names."""
+    before it, so every label stays on the edge it names; return how many found no clear spot (those sit
+    at the middle)."""
     if not labels:
-        return
+        return 0
     fig.draw_without_rendering()  # fixes the data → pixel transforms and gives text a renderer to measure with
     placed: list[Bbox] = [b.get_window_extent() for b in {id(b): b for lab in labels for b in lab.boxes}.values()]
+    blocked = 0
     for lab in labels:
-        for t in (0.5, 0.4, 0.6, 0.3, 0.7, 0.22, 0.78, 0.5):  # the last is the fallback when nothing is clear
+        for t in _SPOTS:
             lab.text.set_position(lab.edge(t))
             extent = lab.text.get_window_extent().expanded(1.1, 1.2)
             if not any(extent.overlaps(other) for other in placed):
                 break
+        else:
+            blocked += 1
+            lab.text.set_position(lab.edge(0.5))
+            extent = lab.text.get_window_extent().expanded(1.1, 1.2)
         placed.append(extent)
+    return blocked
 
 
 def _draw_overview(g: Genotype, path: Path) -> list[Path]:
@@ -226,23 +256,25 @@ def _draw_overview(g: Genotype, path: Path) -> list[Path]:
     n = len(g.cells)
     cols = math.ceil(n / math.ceil(n / 7))  # at most 7 per row, rows as even as possible
     rows = math.ceil(n / cols)
-    fig = Figure(figsize=(2.6 * cols, 1.9 * rows + 0.5))
     reductions = reduction_indices(n)
-    labels = []
-    for i, cell in enumerate(g.cells):
-        ax = fig.add_subplot(rows, cols, i + 1)
-        labels += _draw_mpl(ax, cell_graph(cell, g.space), fontsize=5, short=True)
-        reduction = i in reductions
-        ax.set_title(f"cell {i}" + (" · reduction" if reduction else ""), fontsize=8,
-                     color="#c0392b" if reduction else "black")
-        if reduction:
-            ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, fill=False, ec="#c0392b", lw=1.5))
-    fig.suptitle(f"{n}-cell network")
-    return _save(fig, path, labels)
+    for dx in _SPACINGS:
+        fig = Figure(figsize=(2.6 * cols * dx / _SPACINGS[0], 1.9 * rows + 0.5))
+        labels = []
+        for i, cell in enumerate(g.cells):
+            ax = fig.add_subplot(rows, cols, i + 1)
+            labels += _draw_mpl(ax, cell_graph(cell, g.space), fontsize=5, short=True, dx=dx)
+            reduction = i in reductions
+            ax.set_title(f"cell {i}" + (" · reduction" if reduction else ""), fontsize=8,
+                         color="#c0392b" if reduction else "black")
+            if reduction:
+                ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, fill=False, ec="#c0392b", lw=1.5))
+        fig.suptitle(f"{n}-cell network")
+        if _place_labels(fig, labels) == 0:
+            break
+    return _save(fig, path)
 
 
-def _save(fig: Figure, path: Path, labels: list[_Label]) -> list[Path]:
-    _place_labels(fig, labels)
+def _save(fig: Figure, path: Path) -> list[Path]:
     files = _files(path)
     for file in files:
         write_atomic(file, lambda f: fig.savefig(f, format=Path(file).suffix[1:], dpi=150, bbox_inches="tight"))

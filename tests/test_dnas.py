@@ -241,7 +241,7 @@ def tiny(tmp_path, name, **kw):
 
 
 def test_tiny_cli_search_resume_show_and_artefacts(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("gradnas.search.loop.draw_genotype", lambda genotype, out: [])  # drawn once, below
+    monkeypatch.setattr("gradnas.viz.draw_genotype", lambda genotype, out: [])  # drawn once, below
     full = search(tiny(tmp_path, "full"))
     monkeypatch.undo()
     with killed_in_epoch(monkeypatch, Searcher, 1):

@@ -1,6 +1,8 @@
-"""NAS-Bench-201 table look-ups: docs/methods.md §7 oracles on the real table, ranking and errors on small ones."""
+"""NAS-Bench-201 table look-ups: docs/methods.md §7 oracles on the packaged table, ranking and errors on small ones."""
 from __future__ import annotations
 
+import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -8,12 +10,11 @@ import pytest
 import torch
 
 from gradnas.benchmarks import NB201Table, format_entry
-from gradnas.benchmarks.nb201 import decode, encode
+from gradnas.benchmarks.nb201 import PACKAGED, decode, encode
 from gradnas.errors import GradnasError
 from gradnas.genotypes import PUBLISHED, nb201_from_edges, parse_arch_string
 from gradnas.spaces.ops import NB201_OPS
 
-TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201_accuracy.csv"
 BEST = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"
 IS_DARTS = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 HEADER = "index,arch,cifar10_test,cifar100_test,imagenet16_120_test\n"
@@ -21,9 +22,29 @@ HEADER = "index,arch,cifar10_test,cifar100_test,imagenet16_120_test\n"
 
 @pytest.fixture(scope="module")
 def table() -> NB201Table:
-    if not TABLE.is_file():
-        pytest.skip(f"NAS-Bench-201 accuracy table not found at {TABLE}")
-    return NB201Table.from_path(TABLE)
+    return NB201Table.from_path()  # the table shipped in the package
+
+
+def test_packaged_table_loads_fast_in_little_memory(monkeypatch):
+    monkeypatch.delenv("GRADNAS_NB201_TABLE", raising=False)
+    assert PACKAGED.stat().st_size < 300_000
+    tracemalloc.start()
+    started = time.perf_counter()
+    table = NB201Table.from_path()
+    seconds = time.perf_counter() - started
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(table) == 15_625 and seconds < 0.5 and peak < 5_000_000
+
+
+def test_packaged_table_equals_the_csv(table, shared_file, tmp_path):
+    """The shipped arrays hold exactly what the CSV release holds, and save → load round-trips."""
+    csv = NB201Table.from_path(shared_file("nb201_accuracy.csv"))
+    for name in ("index", "codes", "acc"):
+        np.testing.assert_array_equal(getattr(table, name), getattr(csv, name))
+    csv.save(tmp_path / "t.npz")
+    again = NB201Table.from_path(tmp_path / "t.npz")
+    assert again.lookup(BEST) == csv.lookup(BEST) == table.lookup(BEST)
 
 
 def one_hot(arch: str) -> np.ndarray:
@@ -104,8 +125,7 @@ def test_ranks_share_ties_and_percentiles_count_strictly_worse(tmp_path):
 
 def test_table_location_errors(tmp_path, monkeypatch):
     monkeypatch.delenv("GRADNAS_NB201_TABLE", raising=False)
-    with pytest.raises(GradnasError, match="pass --nb201-table PATH or set GRADNAS_NB201_TABLE"):
-        NB201Table.from_path()
+    assert len(NB201Table.from_path()) == 15_625  # the packaged table
     with pytest.raises(GradnasError, match="does not exist"):
         NB201Table.from_path(tmp_path / "absent.csv")
     monkeypatch.setenv("GRADNAS_NB201_TABLE", str(small_table(tmp_path, [(decode(7), 91.0)])))
@@ -142,3 +162,12 @@ def test_bad_inputs_are_rejected(tmp_path):
     (tmp_path / "cols.csv").write_text("index,arch,cifar10_test\n")
     with pytest.raises(GradnasError, match="missing column\\(s\\) cifar100_test, imagenet16_120_test"):
         NB201Table.from_path(tmp_path / "cols.csv")
+
+
+def test_malformed_npz_tables_are_rejected(tmp_path):
+    np.savez(tmp_path / "a.npz", index=np.arange(2), codes=np.arange(2))
+    with pytest.raises(GradnasError, match="missing array"):
+        NB201Table.from_path(tmp_path / "a.npz")
+    np.savez(tmp_path / "b.npz", index=np.arange(1), codes=np.array([5 ** 6]), acc=np.ones((1, 3)))
+    with pytest.raises(GradnasError, match=r"codes must lie in \[0, 5\^6\)"):
+        NB201Table.from_path(tmp_path / "b.npz")

@@ -47,16 +47,15 @@ def test_second_order_search_runs(tmp_path):
     assert result.genotype.space == "darts"
 
 
-def test_cli_search_show_and_bench(tmp_path, capsys, shared_file):
-    table = shared_file("nb201_accuracy.csv")
+def test_cli_search_show_and_bench(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("GRADNAS_NB201_TABLE", raising=False)  # the packaged table, with no option
     out = tmp_path / "cli"
     code = main(["search", "--space", "nb201", "--epochs", "1", "--channels", "4", "--layers", "1",
-                 "--batch-size", "16", "--steps-per-epoch", "2", "--no-progress", "--out", str(out),
-                 "--nb201-table", str(table)])
+                 "--batch-size", "16", "--steps-per-epoch", "2", "--no-progress", "--out", str(out)])
     printed = capsys.readouterr().out
     assert code == 0 and "genotype: |" in printed and "most probable" in printed
     assert (out / "nb201.txt").is_file()
-    assert main(["bench", "nb201", str(out), "--nb201-table", str(table), "--top-k", "2"]) == 0
+    assert main(["bench", "nb201", str(out), "--top-k", "2"]) == 0
     assert main(["show", str(out)]) == 0
     assert "parameters" in capsys.readouterr().out
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from gradnas import viz
+from gradnas.cli import main
 from gradnas.errors import GradnasError
 from gradnas.genotypes import PUBLISHED, per_cell_genotype
 from gradnas.viz import cell_graph, draw_cell, draw_genotype
@@ -57,3 +58,27 @@ def test_backend_choice(tmp_path, monkeypatch):
     with pytest.raises(GradnasError, match="needs the Graphviz 'dot' program"):
         draw_genotype(PUBLISHED["nb201_all_skip"], tmp_path, backend="graphviz")
     check_images(draw_genotype(PUBLISHED["nb201_all_skip"], tmp_path), ["cell"])  # falls back without dot
+
+
+@pytest.mark.parametrize("name", ["darts_v1", "darts_v2", "pc_darts_cifar", "pc_darts_image", "is_darts"])
+def test_fallback_op_labels_overlap_nothing(name):
+    """Every op label of the matplotlib diagram is clear of the other labels and of the node boxes."""
+    for cell in (PUBLISHED[name].normal, PUBLISHED[name].reduce):
+        graph = cell_graph(cell, "darts")
+        fig = viz._cell_figure(graph, name)
+        ax = fig.axes[0]
+        labels = [t for t in ax.texts if t.get_bbox_patch() is not None]
+        assert len(labels) == sum(1 for _, _, op in graph[1] if op)
+        fig.draw_without_rendering()
+        boxes = [p.get_window_extent() for p in ax.patches if isinstance(p, viz.FancyBboxPatch)]
+        extents = [t.get_window_extent() for t in labels]
+        for i, a in enumerate(extents):
+            assert not any(a.overlaps(b) for b in boxes + extents[i + 1:]), (name, labels[i].get_text())
+
+
+def test_show_writes_where_out_says_and_names_only_with_out(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["show", "nb201_is_darts"]) == 0
+    assert "pass --out DIR" in capsys.readouterr().out and list(tmp_path.iterdir()) == []
+    assert main(["show", "nb201_is_darts", "--out", str(tmp_path / "figs")]) == 0
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["cell.png", "cell.svg"]

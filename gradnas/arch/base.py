@@ -101,7 +101,7 @@ class Architecture(nn.Module):
         seen: dict[str, list] = {}
         for kind, w in zip(self.cell_types, weights):
             key = kind if not self.per_cell else f"cell{len(seen)}"
-            seen.setdefault(key, [[round(v, 4) for v in row] for row in w.float().tolist()])
+            seen.setdefault(key, [[float(f"{v:.4g}") for v in row] for row in w.float().tolist()])  # 4 significant digits
         for modifier in self.modifiers:
             seen.update(modifier.summary())
         return seen

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import GradnasError
+from ..extras import require
 from ..genotypes import Genotype, format_arch_string, parse_arch_string
 
 BASE_NAME = "NATS-tss-v1_0-3ffb9-simple"
@@ -28,7 +29,6 @@ META = "meta.pickle.pbz2"
 DATASETS = {"cifar10": ("cifar10-valid", "cifar10"), "cifar100": ("cifar100", "cifar100"),
             "imagenet16-120": ("ImageNet16-120", "ImageNet16-120")}
 EPOCHS = (12, 200)
-INSTALL_HINT = "pip install 'gradnas[nats]'"
 
 
 @dataclass(frozen=True)
@@ -72,10 +72,7 @@ class NATSBench:
 
     def __init__(self, path: str | Path | None = None):
         self.dir = benchmark_dir(path)
-        try:
-            import nats_bench
-        except ImportError:
-            raise GradnasError(f"reading the NATS-Bench files needs the nats_bench package: {INSTALL_HINT}") from None
+        nats_bench = require("nats_bench", "reading the NATS-Bench files")
         self.api = nats_bench.create(str(self.dir), "tss", fast_mode=True, verbose=False)
 
     def index(self, arch: str | Genotype) -> tuple[int, str]:

@@ -1,4 +1,9 @@
-"""NAS-Bench-201 accuracy look-up from a CSV table (``index,arch,cifar10_test,cifar100_test,imagenet16_120_test``).
+"""NAS-Bench-201 accuracy look-up (docs/methods.md §1.2).
+
+The package ships the 200-epoch test accuracies of all 15,625 architectures (``data/nb201_accuracy.npz``, see
+``data/README.md`` for provenance and licence), used by default. ``--nb201-table`` or $GRADNAS_NB201_TABLE
+select another table: a CSV ``index,arch,cifar10_test,cifar100_test,imagenet16_120_test`` or an ``.npz``
+written by :meth:`NB201Table.save`.
 
 Each architecture is stored as one integer: its 6 op indices (NB201_OPS order) as base-5 digits, edge 0 most
 significant, in docs/methods.md §1.2 edge order (1←0, 2←0, 2←1, 3←0, 3←1, 3←2). The table keeps only the index,
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +29,7 @@ from ..genotypes import Genotype, format_arch_string, nb201_from_edges, parse_ar
 from ..spaces.ops import NB201_OPS
 
 ENV_VAR, CLI_OPTION = "GRADNAS_NB201_TABLE", "--nb201-table"
+PACKAGED = Path(__file__).parent / "data" / "nb201_accuracy.npz"
 DATASETS = {"cifar10": "cifar10_test", "cifar100": "cifar100_test", "imagenet16": "imagenet16_120_test"}
 N_EDGES = 6
 _PLACE = len(NB201_OPS) ** np.arange(N_EDGES - 1, -1, -1)  # base-5 place value of each edge's digit
@@ -62,6 +69,8 @@ class NB201Table:
         self.index = np.asarray(index, np.int32)
         self.codes = np.asarray(codes, np.int32)
         self.acc = np.asarray(acc, np.float32)
+        if len(self.codes) and not 0 <= self.codes.min() <= self.codes.max() < len(NB201_OPS) ** N_EDGES:
+            raise GradnasError("NB201 table: architecture codes must lie in [0, 5^6)")
         self._row = np.full(len(NB201_OPS) ** N_EDGES, -1, np.int32)  # code → row, -1 where absent
         self._row[self.codes] = np.arange(len(self.codes))
         self._sorted = np.sort(self.acc, axis=0)  # per-dataset sorted accuracies: ranks by binary search
@@ -71,20 +80,31 @@ class NB201Table:
 
     @classmethod
     def from_path(cls, path: str | Path | None = None) -> NB201Table:
-        """Load the table from ``path``, else from $GRADNAS_NB201_TABLE."""
-        path = path or os.environ.get(ENV_VAR)
-        if not path:
-            raise GradnasError(f"no NAS-Bench-201 accuracy table: pass {CLI_OPTION} PATH or set {ENV_VAR}")
+        """Load the table from ``path``, else from $GRADNAS_NB201_TABLE, else the one shipped with the package."""
+        path = path or os.environ.get(ENV_VAR) or PACKAGED
         path = Path(path).expanduser()
         if not path.is_file():
             raise GradnasError(f"NAS-Bench-201 table {path} does not exist (set by {CLI_OPTION} or {ENV_VAR})")
+        if path.suffix == ".npz":
+            return cls._from_npz(path)
         try:
-            return cls._read(path)
+            return cls._from_csv(path)
         except (UnicodeDecodeError, csv.Error) as e:  # a binary file, NUL bytes
             raise GradnasError(f"NAS-Bench-201 table {path} is not a CSV text file ({first_line(e, 80)})") from None
 
     @classmethod
-    def _read(cls, path: Path) -> NB201Table:
+    def _from_npz(cls, path: Path) -> NB201Table:
+        try:
+            with np.load(path) as f:  # allow_pickle stays False: arrays only
+                missing = [k for k in ("index", "codes", "acc") if k not in f.files]
+                if missing:
+                    raise GradnasError(f"{path}: missing array(s) {', '.join(missing)}")
+                return cls(f["index"], f["codes"], f["acc"])
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+            raise GradnasError(f"NAS-Bench-201 table {path} is not a readable .npz file ({first_line(e, 80)})") from None
+
+    @classmethod
+    def _from_csv(cls, path: Path) -> NB201Table:
         index, codes, acc = [], [], []
         with path.open(newline="", encoding="utf-8") as f:
             reader = csv.reader(f)
@@ -108,6 +128,10 @@ class NB201Table:
         if not codes:
             raise GradnasError(f"{path}: the table has no rows")
         return cls(np.array(index), np.array(codes), np.array(acc))
+
+    def save(self, path: str | Path) -> None:
+        """Write the table as a compressed ``.npz`` (the form the package ships; about 0.2 MB for all rows)."""
+        np.savez_compressed(path, index=self.index, codes=self.codes.astype(np.uint16), acc=self.acc)
 
     def __len__(self) -> int:
         return len(self.codes)

@@ -22,12 +22,14 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import GradnasError
+from ..extras import missing_extra
 
 Stats = tuple[tuple[float, ...], tuple[float, ...]]
 #: The most classes a dataset may have: a label is also a row of the classifier, so a stray 10⁹ must not
 #: allocate one (ImageNet-21k has about 21,800).
 MAX_CLASSES = 100_000
 log = logging.getLogger("gradnas")
+DIGITS = Path(__file__).parent / "digits.npz"
 
 
 @dataclass(repr=False)
@@ -113,12 +115,13 @@ Parts = tuple[str, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, 
 
 
 def _digits() -> Parts:
-    """scikit-learn's 1,797 real 8×8 handwritten digits (shipped with the package, so always offline)."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = torch.from_numpy(np.rint(d.images * (255 / 16)).astype(np.uint8)).unsqueeze(1)
-    y = torch.from_numpy(d.target.astype(np.int64))
+    """The 1,797 real 8×8 handwritten digits of the UCI "Optical Recognition of Handwritten Digits" set (test
+    part; CC BY 4.0), as scikit-learn's ``load_digits`` gives them: pixel values 0..16, stored in the package
+    as ``digits.npz`` (``images`` 1797×8×8 and ``target`` uint8), so always offline."""
+    with np.load(DIGITS) as d:
+        images, target = d["images"], d["target"]
+    x = torch.from_numpy(np.rint(images * (255 / 16)).astype(np.uint8)).unsqueeze(1)
+    y = torch.from_numpy(target.astype(np.int64))
     n_test = len(x) // 5  # the last 20 % as test: fixed, so every run sees the same split
     return "digits", x[:-n_test], y[:-n_test], x[-n_test:], y[-n_test:], 10, None
 
@@ -268,7 +271,10 @@ def _image_folder(root: Path, image_size: int | None) -> Parts:
     """Class-per-subdirectory images: ``train/<class>/…`` with ``val/<class>/…`` or ``test/<class>/…``
     (Tiny-ImageNet's ``val/images`` + ``val_annotations.txt`` too), or ``<class>/…`` with every fifth image
     of each class held out as test. Images are decoded with PIL and resized to a square side."""
-    from PIL import Image, UnidentifiedImageError
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError as err:
+        raise missing_extra(err, "reading an image folder") from None
 
     train_dir = root / "train" if (root / "train").is_dir() else root
     classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())

@@ -28,7 +28,9 @@ from ..data import (Augment, Data, DeviceLoader, ImageDataset, StreamData, Strea
 from ..distributed import average_, convert_sync_batchnorm, init_from_env
 from ..edges import EDGES
 from ..errors import GradnasError, first_line
+from ..extras import require
 from ..genotypes import Genotype, genotype_text, save_genotype, with_concat
+from ..plots import EpochImages
 from ..profiling import saved_activation_bytes, state_bytes
 from ..runlog import RunLog, environment, log
 from ..rundir import RunDir, write_atomic
@@ -36,7 +38,6 @@ from ..runtime import FiniteGuard, autocast_dtype, resolve_device, stopped
 from ..selection import derive_genotype
 from ..spaces import DEFAULT_OPS, NB201_OPS, SPACES
 from ..spaces.blocks import drop_running_stats
-from ..viz import draw_genotype
 from .bilevel import ARCH_UPDATES
 from .checkpoint import load_checkpoint, nonfinite, rng_state, save_atomic, seed_everything, set_rng_state
 from .hooks import build_hooks
@@ -227,7 +228,9 @@ class Searcher:
             except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
                 raise GradnasError(f"checkpoint {self.checkpoint_path} does not fit the run it describes "
                                    f"({config.space} space): {first_line(err)}") from None
-        self.log = RunLog(self.out, self.start_epoch) if self.run_dir is not None else None  # rank 0 writes
+        # rank 0 writes; the α heat-maps go to TensorBoard as images
+        self.log = (RunLog(self.out, self.start_epoch, images=EpochImages(config.space, self.model.net.op_names))
+                    if self.run_dir is not None else None)
 
     # -- setup ------------------------------------------------------------------------------------
     def _build_loaders(self) -> None:
@@ -347,7 +350,12 @@ class Searcher:
         if not main:
             return SearchResult(genotype, self.history, paths, self.model)
         save_genotype(genotype, paths["genotype"])
-        paths["diagrams"] = draw_genotype(genotype, self.out)
+        try:
+            viz = require("gradnas.viz", "drawing the cells")
+        except GradnasError as err:  # the core runs without the plot extra
+            log.warning("no cell diagrams: %s", err)
+        else:
+            paths["diagrams"] = viz.draw_genotype(genotype, self.out)
         if c.space == "nb201":
             paths.update(self._nb201_report(genotype))
         return SearchResult(genotype, self.history, paths, self.model)

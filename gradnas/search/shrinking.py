@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 import torch
-from matplotlib.figure import Figure  # a bare Figure renders through Agg and never touches a display
-from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from ..data import DeviceLoader
 from ..errors import GradnasError
+from ..extras import missing_extra
+from ..runlog import log
 from ..genotypes import Genotype, validate
 from ..rundir import write_atomic
 from ..selection.importance import IMPORTANCE, mean_per_type, mixed_op
@@ -111,8 +110,11 @@ class ProgressiveShrinking(Hook):
             self._apply()
             record.update(shrink_step=self.steps_done, removed=removed)
         if done == self.config.epochs:
-            plot_importance(self.history, self.schedule, self.subsets, self.labels, self.op_names, self.out / PLOT,
-                            self.measure.label, log_scale=self.measure.largest_removed)
+            try:
+                plot_importance(self.history, self.schedule, self.subsets, self.labels, self.op_names,
+                                self.out / PLOT, self.measure.label, log_scale=self.measure.largest_removed)
+            except ImportError as err:  # the core runs without the plot extra
+                log.warning("no importance plot: %s", missing_extra(err, "plotting importance"))
         return record
 
     def _record(self, scores: Scores, stat: Scores) -> dict[str, Any]:
@@ -172,6 +174,10 @@ def plot_importance(history: list[tuple[int, Scores]], schedule: list[int], subs
     """One panel per comparison subset and cell type, one line per candidate over the measured epochs (a line
     ends where its op was removed): colour = op, line style = source edge; dotted verticals mark the shrinking
     steps. ``none`` (IIM 0) is left out."""
+    from matplotlib.figure import Figure  # a bare Figure renders through Agg and never touches a display
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
     epochs = [e for e, _ in history]
     types = list(history[0][1])
     panels = [(t, s) for t in types for s in subsets]

@@ -17,10 +17,10 @@ import torch
 import torch.nn as nn
 
 from ..errors import GradnasError
+from ..extras import missing_extra
 from ..models.saved import SavedModel, read_model
 
 FORMATS = ("torchscript", "onnx")
-ONNX_HINT = "pip install 'gradnas[onnx]' (onnx, onnxscript, onnxruntime)"
 
 
 class Logits(nn.Module):
@@ -76,8 +76,8 @@ def _onnx(model: nn.Module, example: torch.Tensor, out: Path, saved: SavedModel)
     try:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401  (the torch.export-based exporter writes its graphs with it)
-    except ImportError:
-        raise GradnasError(f"ONNX export needs the optional ONNX packages: {ONNX_HINT}") from None
+    except ImportError as err:
+        raise missing_extra(err, "ONNX export") from None
     batch = torch.export.Dim("batch")
     torch.onnx.export(model, (example,), str(out), input_names=["input"], output_names=["logits"],
                       dynamic_shapes={"x": {0: batch}}, dynamo=True, external_data=False, verbose=False)

@@ -96,6 +96,18 @@ HELP = {
     "grad_clip": "gradient-norm clip (0: off)", "amp": "mixed precision on GPUs (bf16, else fp16 with loss scaling)",
     "sync_bn": "under torchrun, batch-norm statistics over the batches of all ranks",
     "steps_per_epoch": "cap on iterations per epoch", "eval_every": "evaluate on the test split every N epochs",
+    "data_root": "where cifar10/cifar100 live or are downloaded to (else $GRADNAS_DATA, ~/.cache/gradnas/data)",
+    "image_size": "resize images to this square side (default: as stored)", "out": "training run directory",
+    "channels": "initial channels C", "auxiliary": "auxiliary head after the cell at 2/3 of the depth",
+    "auxiliary_weight": "loss weight of the auxiliary head", "epochs": "training epochs",
+    "batch_size": "batch size (per rank under torchrun)", "lr": "initial learning rate (SGD)",
+    "lr_min": "final learning rate of the cosine schedule", "lr_decay": "exponential schedule: factor per epoch",
+    "warmup_epochs": "epochs of linear learning-rate warm-up", "momentum": "SGD momentum",
+    "nesterov": "Nesterov momentum", "weight_decay": "weight decay", "label_smoothing": "label smoothing",
+    "cutout": "cutout side in pixels (0: off)", "seed": "random seed",
+    "device": "auto (CUDA when present, else CPU), cpu, cuda or cuda:N",
+    "deterministic": "deterministic kernels (slower)", "channels_last": "channels-last memory layout",
+    "log_every": "non-finite-loss check and progress-bar update every N iterations", "progress": "progress bar",
 }
 
 #: Published training recipes: the fields each changes from the CIFAR defaults.
