@@ -9,7 +9,7 @@ from gradnas.cli import main
 from gradnas.config import resolve_config
 from gradnas.runtime import autocast_dtype
 from gradnas.search.bilevel import Bilevel
-from gradnas.search.loop import build_search_model, weight_step
+from gradnas.search.loop import build_search_model, compile_cells, weight_step
 
 
 def tiny_model(**kw):
@@ -34,6 +34,19 @@ def test_compiled_supernet_does_not_recompile_when_architecture_weights_change()
         assert not all(torch.equal(a, b) for a, b in zip(alpha, model.arch_parameters()))
         graphs.append(counters["stats"]["unique_graphs"])
     assert graphs[0] >= 1 and graphs[1:] == [graphs[0]] * 3
+
+
+def test_cells_of_one_structure_share_one_compiled_graph():
+    torch._dynamo.reset()
+    counters.clear()
+    model = build_search_model(resolve_config({"space": "nb201", "channels": 4, "layers": 3}), 10)
+    x = torch.randn(2, 3, 8, 8)
+    eager = model(x)
+    compile_cells(model.net, backend="eager")
+    torch.testing.assert_close(model(x), eager)
+    model(x).sum().backward()
+    # 9 cells in 3 stages of 3: one graph per stage width at most, not one per cell
+    assert len(model.net.cells) == 9 and 1 <= counters["stats"]["unique_graphs"] <= 3
 
 
 def test_autocast_is_off_on_cpu_and_keeps_arch_weights_float32(caplog):
