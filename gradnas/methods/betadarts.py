@@ -2,8 +2,8 @@
 
 The architecture objective becomes L_val + λ_e · mean over edges of logsumexp_o α[edge, o] (the smoothmax of each
 edge's α, averaged over the edges of every cell type) [paper][code]. λ grows linearly with the epoch,
-λ_e = 50 · e / T (0 at the first epoch, 49.5 at the last of T = 100) [code]; the hook below sets it at every epoch
-start, so a resumed run picks up the same λ from the epoch it continues with.
+λ_e = 50 · e / T (0 at the first epoch, 49.5 at the last of T = 100) [code], T the run's epochs [interp]; the
+hook below sets it at every epoch start, so a resumed run picks up the same λ from the epoch it continues with.
 """
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ def beta_decay_loss(alphas: list[torch.Tensor]) -> torch.Tensor:
 
 
 def decay_weight(epoch: int, epochs: int) -> float:
-    """λ_e = 50·e/T: a linear ramp from 0 over the search's T epochs (T = 100 in the authors' code) [code]."""
+    """λ_e = 50·e/T, a linear ramp from 0: the authors' 50·e/100 with their T = 100 [code]; here T is the run's
+    epochs, so a shorter search still ends near 50 (docs/methods.md §11 [interp])."""
     return MAX_WEIGHT * epoch / epochs
 
 
