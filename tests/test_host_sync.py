@@ -23,7 +23,8 @@ def steps(method: str, space: str, order: int):
     update = ARCH_UPDATES[config.arch_update](model, criterion=nn.CrossEntropyLoss(), order=order,
                                               lr=config.arch_lr, betas=config.arch_betas,
                                               weight_decay=config.arch_weight_decay)
-    batch = lambda: (torch.randn(4, 3, 16, 16).contiguous(memory_format=torch.channels_last),
+    size = 64 if config.imagenet_stem else 16  # the 224-px search stems down-sample 8-fold before the cells
+    batch = lambda: (torch.randn(4, 3, size, size).contiguous(memory_format=torch.channels_last),
                      torch.randint(0, 10, (4,)))
     train, val = batch(), batch()
 

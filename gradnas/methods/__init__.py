@@ -3,4 +3,4 @@
 A preset is data: a function of the search space returning the options it sets. Importing this package
 registers them all.
 """
-from . import dnas, gdarts, isdarts, pcdarts  # noqa: F401
+from . import betadarts, dnas, gdarts, isdarts, pcdarts  # noqa: F401
