@@ -62,7 +62,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top", type=int, default=0, help="also print each row's N most frequent operators")
     p.add_argument("--json", action="store_true", help="one JSON object per row instead of a table")
     args = p.parse_args(argv)
-    torch.set_num_threads(1)  # counts do not depend on threads; one keeps the run light on shared cores
     rows = [r for r in ALL_ROWS if r.name == BASELINE or r.name in args.rows]
     records = [count(r, args.order, args.quick) for r in rows]
     base = next(r for r in records if r["row"] == BASELINE)["iteration_ops"]
@@ -84,4 +83,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    torch.set_num_threads(1)  # counts do not depend on threads; one keeps the run light on shared cores
     sys.exit(main())

@@ -22,7 +22,7 @@ from .errors import GradnasError
 from .extras import require
 from .genotypes import SHORT_NAMES
 from .spaces import DEFAULT_OPS
-from .spaces.darts import IN_DEGREES as DARTS_IN_DEGREES
+from .spaces.darts import STEPS as DARTS_STEPS, in_degrees as darts_in_degrees
 from .spaces.nb201 import IN_DEGREES as NB201_IN_DEGREES
 
 MAX_EPOCH_PANELS = 6  # heat-maps shown over the run: the first, the last and evenly spaced ones between
@@ -40,13 +40,14 @@ class Series:
     log_scale: bool = False
 
 
-def edge_names(space: str) -> list[str]:
-    first, degrees = (2, DARTS_IN_DEGREES) if space == "darts" else (1, NB201_IN_DEGREES)
+def edge_names(space: str, steps: int | None = None) -> list[str]:
+    """``steps``: intermediate nodes of a DARTS cell (default 4)."""
+    first, degrees = ((2, darts_in_degrees(steps or DARTS_STEPS)) if space == "darts" else (1, NB201_IN_DEGREES))
     return [f"{s}→{n}" for n, degree in enumerate(degrees, first) for s in range(degree)]
 
 
-def read_run(run: str | Path) -> tuple[str, tuple[str, ...], list[dict[str, Any]]]:
-    """A search run's space, op names and per-epoch records."""
+def read_run(run: str | Path) -> tuple[str, tuple[str, ...], list[dict[str, Any]], int | None]:
+    """A search run's space, op names, per-epoch records and DARTS node count (None: the default)."""
     run = Path(run)
     log, config = run / "log.jsonl", run / "config.yaml"
     if not log.is_file() or not config.is_file():
@@ -58,7 +59,7 @@ def read_run(run: str | Path) -> tuple[str, tuple[str, ...], list[dict[str, Any]
     history = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     if not history:
         raise GradnasError(f"{log} has no epochs yet")
-    return space, tuple(cfg.get("ops") or DEFAULT_OPS[space]), history
+    return space, tuple(cfg.get("ops") or DEFAULT_OPS[space]), history, cfg.get("steps")
 
 
 def weight_matrices(arch: dict[str, Any], n_edges: int, n_ops: int) -> dict[str, np.ndarray]:
@@ -86,9 +87,10 @@ def importance_matrices(importance: dict[str, dict[str, float]], edges: list[str
     return out
 
 
-def run_series(space: str, ops: tuple[str, ...], history: list[dict[str, Any]]) -> list[Series]:
+def run_series(space: str, ops: tuple[str, ...], history: list[dict[str, Any]],
+               steps: int | None = None) -> list[Series]:
     """The weight series and, when the run measured it, the importance series."""
-    edges = edge_names(space)
+    edges = edge_names(space, steps)
     series = []
     weights = [(r["epoch"] + 1, weight_matrices(r.get("arch", {}), len(edges), len(ops))) for r in history]
     weights = [(e, m) for e, m in weights if m]
@@ -112,11 +114,11 @@ def _stack(name: str, label: str, records: list[tuple[int, dict[str, np.ndarray]
 
 def plot_run(run: str | Path, out: str | Path | None = None) -> list[Path]:
     """Write every plot of a search run into ``out`` (default ``RUN/plots``); return the files."""
-    space, ops, history = read_run(run)
+    space, ops, history, steps = read_run(run)
     out = Path(out) if out is not None else Path(run) / "plots"
     out.mkdir(parents=True, exist_ok=True)
     files = []
-    for s in run_series(space, ops, history):
+    for s in run_series(space, ops, history, steps):
         last = {k: v[-1] for k, v in s.values.items()}
         files.append(_save(heatmaps(last, s, f"{s.label} after epoch {s.epochs[-1]}"), out / f"{s.name}_final.png"))
         files.append(_save(heatmaps_over_epochs(s), out / f"{s.name}_epochs.png"))
@@ -268,12 +270,13 @@ class EpochImages:
     """TensorBoard images of one epoch's record: its selection-weight (and importance) heat-maps, without the
     values in the cells (rendering those would cost more than a small search epoch; ``gradnas plot`` has them)."""
 
-    def __init__(self, space: str, ops: tuple[str, ...]):
-        self.space, self.ops = space, tuple(ops)
+    def __init__(self, space: str, ops: tuple[str, ...], steps: int | None = None):
+        self.space, self.ops, self.steps = space, tuple(ops), steps
 
     def __call__(self, record: dict[str, Any]) -> dict[str, np.ndarray]:
         images = {}
-        for s in run_series(self.space, self.ops, [record]) if "arch" in record or "importance" in record else []:
+        measured = "arch" in record or "importance" in record
+        for s in run_series(self.space, self.ops, [record], self.steps) if measured else []:
             last = {k: v[-1] for k, v in s.values.items()}
             images[f"arch/{s.name}"] = to_image(heatmaps(last, s, f"{s.label}, epoch {s.epochs[-1]}", values=False))
         return images

@@ -35,7 +35,7 @@ def fake_run(path, space, records, ops=None):
 
 
 def test_weights_follow_the_log_and_the_heatmap_shows_them(darts_run):
-    space, ops, history = read_run(darts_run)
+    space, ops, history, _ = read_run(darts_run)
     (weights,) = run_series(space, ops, history)
     assert list(weights.values) == ["normal", "reduce"] and list(weights.epochs) == [1, 2]
     for t, record in enumerate(history):

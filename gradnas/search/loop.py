@@ -238,7 +238,8 @@ class Searcher:
                 raise GradnasError(f"checkpoint {self.checkpoint_path} does not fit the run it describes "
                                    f"({config.space} space): {first_line(err)}") from None
         # rank 0 writes; the α heat-maps go to TensorBoard as images
-        self.log = (RunLog(self.out, self.start_epoch, images=EpochImages(config.space, self.model.net.op_names))
+        self.log = (RunLog(self.out, self.start_epoch,
+                           images=EpochImages(config.space, self.model.net.op_names, config.steps))
                     if self.run_dir is not None else None)
 
     # -- setup ------------------------------------------------------------------------------------
