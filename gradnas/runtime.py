@@ -1,11 +1,13 @@
-"""What every training loop of gradnas needs around its steps: the device, mixed precision, and a guard
-that stops a run at its first non-finite loss without synchronising with the device at every step.
+"""What every training loop of gradnas needs around its steps: the device, mixed precision, a guard that
+stops a run at its first non-finite loss without synchronising with the device at every step, and a warning
+when the loss has not left chance level after the first epochs.
 
 Shared by the search loop and the trainer of found architectures.
 """
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -13,6 +15,9 @@ import torch
 from .errors import GradnasError
 
 log = logging.getLogger("gradnas")
+
+#: Epochs after which a training loss still at ln(classes) is reported.
+CHANCE_EPOCHS = 2
 
 
 def resolve_device(name: str) -> torch.device:
@@ -59,3 +64,20 @@ class FiniteGuard:
         if step >= 0:
             raise GradnasError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}; stopped. The last good "
                                f"checkpoint ({checkpoint}) is intact: {advice} and --resume")
+
+
+def warn_if_at_chance(history: list[dict], num_classes: int, epochs: int) -> str | None:
+    """Log one warning line, and return it, when the mean training loss of the last of ``history``'s epoch
+    records, after the run's first ``CHANCE_EPOCHS`` epochs (all of them when fewer), is still within 1 % of
+    ln(classes), the loss of a uniform guess. Checked at that epoch only, so a run warns at most once."""
+    train_losses = [record["train_loss"] for record in history]
+    chance = math.log(num_classes)
+    first = min(CHANCE_EPOCHS, epochs)
+    if len(train_losses) != first or abs(train_losses[-1] - chance) > 0.01 * chance:
+        return None
+    warning = (f"training loss {train_losses[-1]:.3f} after {first} epoch(s) is still ln({num_classes}) = "
+               f"{chance:.3f}, chance level: the network is not learning. Likely causes: augmentation that erases "
+               f"the images (--cutout is a fraction of the image side), a learning rate too high or too low (--lr), "
+               f"or labels that do not follow the images (--data)")
+    log.warning("gradnas: warning: %s", warning)
+    return warning

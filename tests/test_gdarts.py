@@ -192,7 +192,7 @@ def tiny(tmp_path, method, space="darts", **kw):
 @pytest.mark.parametrize("method", PRESETS)
 def test_tiny_search_per_preset(tmp_path, method):
     config = tiny(tmp_path, method)
-    assert config.cutout == 16 and config.groups == 4 and config.group_attention
+    assert config.cutout == 0.5 and config.groups == 4 and config.group_attention
     result = search(config)
     a = attention(result.model).a
     assert not torch.allclose(a, default_attention_init(4).expand_as(a))  # learnt by the arch step

@@ -1,5 +1,6 @@
 """Datasets as device-resident uint8 tensors and the batched, reproducible loader that augments them."""
 from .datasets import ImageDataset, load_dataset, search_split
-from .loader import Augment, DeviceLoader, crop_flip, cutout
+from .loader import Augment, DeviceLoader, check_cutout, crop_flip, cutout, cutout_pixels, training_augment
 
-__all__ = ["ImageDataset", "load_dataset", "search_split", "Augment", "DeviceLoader", "crop_flip", "cutout"]
+__all__ = ["ImageDataset", "load_dataset", "search_split", "Augment", "DeviceLoader", "crop_flip", "cutout",
+           "check_cutout", "cutout_pixels", "training_augment"]

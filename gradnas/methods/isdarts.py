@@ -14,7 +14,7 @@ SCHEDULES = {"nb201": {"epochs": 30, "shrink_rate": 0.25, "shrink_interval": 2, 
 #: wd 3e-4 (the paper's appendix gives 5e-4 for NB201: --weight-decay 5e-4), batch 64, clip 5, crop + flip,
 #: supernet BN normalising with batch statistics only.
 TRAINING = {"nesterov": True, "momentum": 0.9, "lr": 0.025, "lr_min": 0.001, "lr_per_step": True,
-            "weight_decay": 3e-4, "batch_size": 64, "grad_clip": 5.0, "cutout": 0, "bn_running_stats": False}
+            "weight_decay": 3e-4, "batch_size": 64, "grad_clip": 5.0, "cutout": 0.0, "bn_running_stats": False}
 
 
 @PRESETS.register("is-darts")

@@ -22,14 +22,14 @@ from tqdm.auto import tqdm
 from ..arch import ARCHITECTURES, EdgeNormalization, GroupAttention
 from ..benchmarks.nb201 import NB201Table, search_report
 from ..config import SearchConfig
-from ..data import Augment, DeviceLoader, ImageDataset, load_dataset, search_split
+from ..data import DeviceLoader, ImageDataset, load_dataset, search_split, training_augment
 from ..distributed import average_, convert_sync_batchnorm, init_from_env
 from ..edges import EDGES
 from ..errors import GradnasError
 from ..genotypes import Genotype, genotype_text, save_genotype
 from ..profiling import saved_activation_bytes, state_bytes
 from ..runlog import RunLog, environment, log
-from ..runtime import FiniteGuard, autocast_dtype, resolve_device
+from ..runtime import FiniteGuard, autocast_dtype, resolve_device, warn_if_at_chance
 from ..selection import derive_genotype
 from ..spaces import DEFAULT_OPS, SPACES
 from ..spaces.blocks import drop_running_stats
@@ -162,7 +162,7 @@ class Searcher:
     # -- setup ------------------------------------------------------------------------------------
     def _build_loaders(self) -> None:
         c, d = self.config, self.data
-        augment = Augment(crop=True, flip=True, cutout=c.cutout, padding=d.crop_padding)
+        augment = training_augment(d, c.cutout)
         n = len(d.y_train)
         if self.update.uses_validation:  # train_portion split, or two subsets (PC-DARTS ImageNet, METHODS.md §3)
             train_idx, val_idx = search_split(n, c.train_subset or c.train_portion, c.seed, c.val_subset)
@@ -236,6 +236,7 @@ class Searcher:
                               seconds=round(time.perf_counter() - started, 3))
                 self.history.append(record)
                 if main:
+                    warn_if_at_chance(self.history, self.data.num_classes, c.epochs)
                     self.log.write(record)
                     save_atomic(self.state_dict(epoch + 1), self.checkpoint_path)
                     log.info("epoch %d/%d %s", epoch + 1, c.epochs, _brief(record))

@@ -25,14 +25,14 @@ import torch.nn as nn
 import yaml
 from tqdm.auto import tqdm
 
-from ..data import Augment, DeviceLoader, ImageDataset, load_dataset
+from ..data import DeviceLoader, ImageDataset, load_dataset, training_augment
 from ..distributed import convert_sync_batchnorm, init_from_env
 from ..errors import GradnasError
 from ..genotypes import Genotype, genotype_from_dict, genotype_to_dict, parse_genotype, save_genotype
 from ..models import count_parameters
 from ..models.saved import FILENAME, build_network, model_record
 from ..runlog import RunLog, environment, log
-from ..runtime import FiniteGuard, autocast_dtype, resolve_device
+from ..runtime import FiniteGuard, autocast_dtype, resolve_device, warn_if_at_chance
 from ..search.checkpoint import load_checkpoint, rng_state, save_atomic, seed_everything, set_rng_state
 from .evaluate import count_macs, eval_loader, evaluate
 from .recipes import TrainConfig, drop_path_prob, learning_rate
@@ -122,7 +122,7 @@ class Trainer:
                             if self.dist.enabled else self.model)
         self.optimizer = torch.optim.SGD(self.params, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov,
                                          weight_decay=c.weight_decay)
-        augment = Augment(crop=True, flip=True, cutout=c.cutout, padding=d.crop_padding)
+        augment = training_augment(d, c.cutout)
         if len(d.y_train) < c.batch_size * self.dist.world_size:
             raise GradnasError(f"batch size {c.batch_size} × {self.dist.world_size} ranks exceeds the "
                                f"{len(d.y_train)} training images of {d.name}; pass a smaller --batch-size")
@@ -185,6 +185,7 @@ class Trainer:
                 self.history.append(record)
                 if not main:
                     continue
+                warn_if_at_chance(self.history, self.data.num_classes, c.epochs)
                 self.log.write(record)
                 save_atomic(self.state_dict(epoch + 1), self.checkpoint_path)
                 log.info("epoch %d/%d %s", epoch + 1, c.epochs,
