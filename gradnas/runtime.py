@@ -67,15 +67,16 @@ class FiniteGuard:
 
 
 def warn_if_at_chance(history: list[dict], num_classes: int, epochs: int) -> str | None:
-    """Log one warning line, and return it, when the mean training loss of the last of ``history``'s epoch
-    records, after the run's first ``CHANCE_EPOCHS`` epochs (all of them when fewer), is still within 1 % of
-    ln(classes), the loss of a uniform guess. Checked at that epoch only, so a run warns at most once."""
+    """Log one warning line, and return it, when after the run's first ``CHANCE_EPOCHS`` epochs (all of them
+    when fewer) the mean training loss is not 2 % below ln(classes), the loss of a uniform guess, and has not
+    fallen by a tenth since the first epoch: the run has learnt nothing. (A loss far above chance that falls
+    is a bad start, not a stall.) Checked at that epoch only, so a run warns at most once."""
     train_losses = [record["train_loss"] for record in history]
     chance = math.log(num_classes)
     first = min(CHANCE_EPOCHS, epochs)
-    if len(train_losses) != first or abs(train_losses[-1] - chance) > 0.01 * chance:
+    if len(train_losses) != first or train_losses[-1] < 0.98 * chance or train_losses[-1] < 0.9 * train_losses[0]:
         return None
-    warning = (f"training loss {train_losses[-1]:.3f} after {first} epoch(s) is still ln({num_classes}) = "
+    warning = (f"training loss {train_losses[-1]:.3f} after {first} epoch(s) is not below ln({num_classes}) = "
                f"{chance:.3f}, chance level: the network is not learning. Likely causes: augmentation that erases "
                f"the images (--cutout is a fraction of the image side), a learning rate too high or too low (--lr), "
                f"or labels that do not follow the images (--data)")
