@@ -32,6 +32,7 @@ HELP = {
                   "(a full-width op whose output is split into groups for attention)",
     "conv_groups": "G-DARTS-A: groups of every conv inside the candidate ops",
     "partial_sampling": "PC-DARTS channels through the ops: first (code), random (paper) or all (G-PC-DARTS-A)",
+    "cutout": "cutout square's side as a fraction of the image side (0.5: 16 px on 32-px CIFAR; 0: off)",
 }
 
 

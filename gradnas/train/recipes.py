@@ -92,6 +92,7 @@ HELP = {
     "grad_clip": "gradient-norm clip (0: off)", "amp": "mixed precision on GPUs (bf16, else fp16 with loss scaling)",
     "sync_bn": "under torchrun, batch-norm statistics over the batches of all ranks",
     "steps_per_epoch": "cap on iterations per epoch", "eval_every": "evaluate on the test split every N epochs",
+    "cutout": "cutout square's side as a fraction of the image side (0.5: 16 px on 32-px CIFAR; 0: off)",
 }
 
 #: Published training recipes: the fields each changes from the CIFAR defaults.
