@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import yaml
 
+from .data import check_cutout
 from .errors import GradnasError
 from .registry import Registry
 
@@ -94,7 +95,7 @@ class SearchConfig:
     train_portion: float = 0.5
     train_subset: float | None = None    # fractions of the training set drawn (seeded, disjoint) as the search's
     val_subset: float | None = None      # train / val parts instead of the train_portion split (PC-DARTS ImageNet)
-    cutout: int = 0
+    cutout: float = 0.0                  # side of the cutout square as a fraction of the image side (0: off)
     # run
     seed: int = 0
     device: str = "auto"
@@ -282,6 +283,7 @@ def check_config(config: SearchConfig) -> None:
                                                 and config.train_subset + config.val_subset <= 1 + 1e-9):
         raise GradnasError(f"train_subset and val_subset must be positive fractions summing to at most 1, "
                            f"got {config.train_subset} and {config.val_subset}")
+    check_cutout(config.cutout)
     if not 0.0 <= config.skip_dropout < 1.0:
         raise GradnasError(f"skip_dropout must lie in [0, 1), got {config.skip_dropout}")
     if not 0 <= config.lr_warmup_epochs < config.epochs:

@@ -1,11 +1,13 @@
-"""What every training loop of gradnas needs around its steps: the device, mixed precision, and a guard
-that stops a run at its first non-finite loss without synchronising with the device at every step.
+"""What every training loop of gradnas needs around its steps: the device, mixed precision, a guard that
+stops a run at its first non-finite loss without synchronising with the device at every step, and a warning
+when the loss has not left chance level after the first epochs.
 
 Shared by the search loop and the trainer of found architectures.
 """
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -13,6 +15,9 @@ import torch
 from .errors import GradnasError
 
 log = logging.getLogger("gradnas")
+
+#: Epochs after which a training loss still at ln(classes) is reported.
+CHANCE_EPOCHS = 2
 
 
 def resolve_device(name: str) -> torch.device:
@@ -68,3 +73,21 @@ def stopped(what: str, checkpoint: Path, command: str, options: str) -> str:
         return (f"{what}; stopped. The last good checkpoint ({checkpoint}) is intact: resume it with a lower "
                 f"{options} (gradnas {command} --resume {checkpoint.parent} {options.split()[0]} VALUE)")
     return f"{what}; stopped before the first checkpoint: start again with a lower {options}"
+
+
+def warn_if_at_chance(history: list[dict], num_classes: int, epochs: int) -> str | None:
+    """Log one warning line, and return it, when after the run's first ``CHANCE_EPOCHS`` epochs (all of them
+    when fewer) the mean training loss is not 2 % below ln(classes), the loss of a uniform guess, and has not
+    fallen by a tenth since the first epoch: the run has learnt nothing. (A loss far above chance that falls
+    is a bad start, not a stall.) Checked at that epoch only, so a run warns at most once."""
+    train_losses = [record["train_loss"] for record in history]
+    chance = math.log(num_classes)
+    first = min(CHANCE_EPOCHS, epochs)
+    if len(train_losses) != first or train_losses[-1] < 0.98 * chance or train_losses[-1] < 0.9 * train_losses[0]:
+        return None
+    warning = (f"training loss {train_losses[-1]:.3f} after {first} epoch(s) is not below ln({num_classes}) = "
+               f"{chance:.3f}, chance level: the network is not learning. Likely causes: augmentation that erases "
+               f"the images (--cutout is a fraction of the image side), a learning rate too high or too low (--lr), "
+               f"or labels that do not follow the images (--data)")
+    log.warning("gradnas: warning: %s", warning)
+    return warning

@@ -14,7 +14,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from gradnas.data import Augment, DeviceLoader, crop_flip, cutout, load_dataset, search_split
+from gradnas.cli import main
+from gradnas.data import (Augment, DeviceLoader, ImageDataset, crop_flip, cutout, cutout_pixels, load_dataset,
+                          search_split, training_augment)
 from gradnas.data import datasets as D
 from gradnas.errors import GradnasError
 
@@ -201,7 +203,7 @@ def test_real_cifar10_subset():
     d = load_dataset(str(SUBSET))
     assert (len(d.x_train), len(d.x_test), d.num_classes, d.image_size, d.crop_padding) == (5170, 1017, 10, 32, 4)
     assert d.mean == pytest.approx((0.4914, 0.4822, 0.4465), abs=0.02)  # close to the full set's statistics
-    x, y = next(iter(DeviceLoader(d.x_train, d.y_train, 128, d.mean, d.std, Augment(True, True, 16))))
+    x, y = next(iter(DeviceLoader(d.x_train, d.y_train, 128, d.mean, d.std, training_augment(d, 0.5))))
     assert x.shape == (128, 3, 32, 32) and abs(x.mean().item()) < 0.3
 
 
@@ -269,6 +271,37 @@ def test_cutout_square_and_clipping():
     out = Augment(crop=False, flip=False, cutout=4)(torch.ones(50, 1, 10, 10), torch.Generator().manual_seed(0))
     n = (out == 0).flatten(1).sum(1)
     assert n.max() == 16 and n.min() > 0 and (n < 16).any()
+
+
+def test_cutout_is_a_fraction_of_the_side():
+    # DARTS's 16 px on 32-px CIFAR is 0.5: the same share of 8-px digits, 64-px Tiny-ImageNet and 224-px ImageNet.
+    assert [cutout_pixels(0.5, side) for side in (32, 8, 64, 224)] == [16, 4, 32, 112]
+    assert cutout_pixels(0.0, 8) == 0 and cutout_pixels(0.01, 8) == 1  # asked for: at least one pixel
+    for fraction, side in ((16, 32), (1.0, 32), (-0.1, 32), (0.95, 8)):  # 0.95 of 8 px rounds to the whole side
+        with pytest.raises(GradnasError, match="cutout"):
+            cutout_pixels(fraction, side)
+
+
+def test_training_augment_on_32_px_is_the_published_one_bit_for_bit():
+    x = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8)
+    d = ImageDataset("c", x, torch.zeros(40, dtype=torch.long), x, torch.zeros(40, dtype=torch.long), 10,
+                     (0.5,) * 3, (0.25,) * 3, crop_padding=4)
+    relative = training_augment(d, 0.5)
+    assert (relative.crop, relative.flip, relative.cutout, relative.padding) == (True, True, 16, 4)
+    a = DeviceLoader(x, d.y_train, 20, d.mean, d.std, relative, seed=3)
+    b = DeviceLoader(x, d.y_train, 20, d.mean, d.std, Augment(True, True, 16, padding=4), seed=3)
+    assert all(torch.equal(p, q) for (p, _), (q, _) in zip(a, b))
+    digits = load_dataset("digits")
+    assert training_augment(digits, 0.5).cutout == 4  # used to be 16 px: every 8×8 image erased
+
+
+@pytest.mark.parametrize("argv", [["search", "--cutout", "16"], ["train", "darts_v2", "--data", "digits", "--cutout", "1"],
+                                  ["train", "darts_v2", "--data", "digits", "--cutout", "0.95", "--no-auxiliary",
+                                   "--channels", "4", "--layers", "3"]])
+def test_cli_refuses_a_cutout_that_erases_the_images(argv, capsys, tmp_path):
+    assert main([*argv, "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gradnas: error: cutout") and err.count("\n") == 1
 
 
 # ------------------------------------------------------------------------------------------------- loader

@@ -187,7 +187,7 @@ def test_arch_optimiser_state_saved_with_one_group_still_loads():
 
 
 def test_preset_values():
-    base = {"order": 1, "lr_min": 0.0, "groups": 4, "group_attention": True, "cutout": 16}
+    base = {"order": 1, "lr_min": 0.0, "groups": 4, "group_attention": True, "cutout": 0.5}  # 16 px on 32-px CIFAR
     expected = {"darts-attention": {"group_mode": "split", "conv_groups": 1},
                 "g-darts-a": {"group_mode": "split", "conv_groups": 4},
                 "g-darts": {"group_mode": "exact", "conv_groups": 1, "partial_k": 1},
@@ -229,8 +229,8 @@ def tiny(tmp_path, method, space="darts", **kw):
 
 @pytest.mark.parametrize("method", PRESETS)
 def test_tiny_search_per_preset(tmp_path, method):
-    config = tiny(tmp_path, method, cutout=2)  # the preset's 16 (test_preset_values) would blank 8-px digits
-    assert config.groups == 4 and config.group_attention
+    config = tiny(tmp_path, method)
+    assert config.cutout == 0.5 and config.groups == 4 and config.group_attention
     result = search(config)
     a = attention(result.model).a
     assert not torch.allclose(a, default_attention_init(4).expand_as(a))  # learnt by the arch step

@@ -67,7 +67,7 @@ def test_cifar_recipe_is_the_published_one():
     assert (c.recipe, c.network, c.layers, c.channels, c.epochs, c.batch_size) == ("cifar", "cifar", 20, 36, 600, 96)
     assert (c.lr, c.lr_min, c.lr_schedule, c.momentum, c.nesterov) == (0.025, 0.0, "cosine", 0.9, False)
     assert (c.weight_decay, c.grad_clip, c.cutout, c.drop_path, c.auxiliary, c.auxiliary_weight) == (
-        3e-4, 5.0, 16, 0.2, True, 0.4)
+        3e-4, 5.0, 0.5, 0.2, True, 0.4)
     is_darts = resolve_train_config({"genotype": "is_darts", "recipe": "cifar-is-darts"})
     assert (is_darts.warmup_epochs, is_darts.nesterov) == (5, True)
 

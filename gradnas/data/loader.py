@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import GradnasError
+from .datasets import ImageDataset
 
 
 def crop_flip(x: torch.Tensor, padding: int, offsets: torch.Tensor | None, flip: torch.Tensor | None) -> torch.Tensor:
@@ -84,6 +85,32 @@ class Augment:
         H, W = x.shape[2:]
         k = torch.randint(H * W, (x.shape[0],), generator=generator, device=dev).to(x.device)  # centre pixel
         return cutout(x, k // W, k % W, self.cutout)
+
+
+def check_cutout(fraction: float) -> None:
+    """Cutout is sized as a fraction of the image side, so one recipe does the same on every image size."""
+    if not 0 <= fraction < 1:
+        raise GradnasError(f"cutout is the side of the erased square as a fraction of the image side, in [0, 1) "
+                           f"(DARTS's 16 px on 32-px CIFAR is 0.5), got {fraction}")
+
+
+def cutout_pixels(fraction: float, side: int) -> int:
+    """The cutout square's side in pixels on images of side ``side``: ``round(fraction · side)``, at least 1 px
+    when asked for (0.5 is DARTS's 16 px on CIFAR, 4 px on the 8-px digits, 112 px at 224 px). A square as large
+    as the image would erase whole images, so it is refused."""
+    check_cutout(fraction)
+    pixels = max(1, round(fraction * side)) if fraction else 0
+    if pixels >= side:
+        raise GradnasError(f"cutout {fraction} of the {side}-px images is {pixels} px and would erase whole "
+                           f"images; use a smaller --cutout")
+    return pixels
+
+
+def training_augment(data: ImageDataset, cutout: float) -> Augment:
+    """The training augmentation of search and training: random crop with the dataset's zero padding (1/8 of
+    the side), flip, and cutout given as a fraction of the side."""
+    return Augment(crop=True, flip=True, cutout=cutout_pixels(cutout, min(data.x_train.shape[-2:])),
+                   padding=data.crop_padding)
 
 
 class DeviceLoader:

@@ -20,7 +20,7 @@ SCHEDULES = {"nb201": {"epochs": 30, "shrink_rate": 0.25, "shrink_interval": 2, 
 #: running statistics, which eval mode (the importance measurement) uses; in the DARTS space no BN follows
 #: the pools and a BN + ReLU precedes the global pool (NB201's supernet has both already).
 TRAINING = {"nesterov": True, "momentum": 0.9, "lr": 0.025, "lr_min": 0.001, "lr_per_step": True,
-            "weight_decay": 3e-4, "batch_size": 64, "grad_clip": 5.0, "cutout": 0}
+            "weight_decay": 3e-4, "batch_size": 64, "grad_clip": 5.0, "cutout": 0.0}
 SUPERNET = {"cell_bn_running_stats": False, "pool_bn": False, "final_bn_relu": True}
 
 

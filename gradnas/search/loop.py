@@ -23,8 +23,8 @@ from tqdm.auto import tqdm
 from ..arch import ARCHITECTURES, EdgeNormalization, GroupAttention
 from ..benchmarks.nb201 import NB201Table, search_report
 from ..config import RESUMABLE, SearchConfig, check_config, resumed_config
-from ..data import (Augment, Data, DeviceLoader, ImageDataset, StreamData, StreamLoader, as_image_dataset,
-                    load_dataset, search_split, stream_data)
+from ..data import (Data, DeviceLoader, ImageDataset, StreamData, StreamLoader, as_image_dataset, load_dataset,
+                    search_split, stream_data, training_augment)
 from ..distributed import average_, convert_sync_batchnorm, init_from_env
 from ..edges import EDGES
 from ..errors import GradnasError, first_line
@@ -34,7 +34,7 @@ from ..plots import EpochImages
 from ..profiling import saved_activation_bytes, state_bytes
 from ..runlog import RunLog, environment, log
 from ..rundir import RunDir, write_atomic
-from ..runtime import FiniteGuard, autocast_dtype, resolve_device, stopped
+from ..runtime import FiniteGuard, autocast_dtype, resolve_device, stopped, warn_if_at_chance
 from ..selection import derive_genotype
 from ..spaces import DEFAULT_OPS, NB201_OPS, SPACES
 from ..spaces.blocks import drop_running_stats
@@ -255,7 +255,7 @@ class Searcher:
         if isinstance(d, StreamData):
             loader = lambda idx, seed: StreamLoader(d, idx, c.batch_size, self.device, seed, shard)
         else:
-            augment = Augment(crop=True, flip=True, cutout=c.cutout, padding=d.crop_padding)
+            augment = training_augment(d, c.cutout)
             loader = lambda idx, seed: DeviceLoader(d.x_train[idx], d.y_train[idx], c.batch_size, d.mean, d.std,
                                                     augment, device=self.device, seed=seed, shard=shard)
         if len(train_idx) < c.batch_size * self.dist.world_size:
@@ -347,6 +347,7 @@ class Searcher:
                     raise GradnasError(stopped(f"non-finite {bad[0]} after epoch {epoch + 1}", self.checkpoint_path,
                                                "search", "--lr or --arch-lr"))
                 if main:
+                    warn_if_at_chance(self.history, self.data.num_classes, c.epochs)
                     self.log.write(record)
                     save_atomic(state, self.checkpoint_path)
                     log.info("epoch %d/%d %s", epoch + 1, c.epochs, _brief(record))

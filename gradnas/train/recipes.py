@@ -4,7 +4,7 @@ The dataclass defaults are the DARTS CIFAR recipe (docs/methods.md §1.1). A rec
 changes. Precedence, lowest first: defaults, recipe, config file, explicit arguments.
 
 - ``cifar``: NetworkCIFAR, 20 cells, C=36, 600 epochs, batch 96, SGD momentum 0.9, lr 0.025 cosine → 0,
-  weight decay 3e-4, clip 5, crop + flip + cutout 16, drop path 0.2·epoch/epochs, auxiliary weight 0.4.
+  weight decay 3e-4, clip 5, crop + flip + cutout 16 px (0.5 of the side), drop path 0.2·epoch/epochs, auxiliary weight 0.4.
 - ``cifar-is-darts``: the same with 5 linear warm-up epochs and Nesterov momentum (docs/methods.md §5.3).
 - ``imagenet``: NetworkImageNet (mobile setting), 14 cells, C=48, 250 epochs, batch 128, lr 0.1 × 0.97 per
   epoch, weight decay 3e-5, label smoothing 0.1, auxiliary 0.4, no drop path, clip 5 (docs/methods.md §1.1).
@@ -17,7 +17,8 @@ changes. Precedence, lowest first: defaults, recipe, config file, explicit argum
   decay 5e-4, batch 256, 200 epochs, crop + flip, no gradient clipping, no auxiliary head or drop path.
 
 Augmentation is the data package's batched random crop (zero padding of 1/8 of the side) and flip, plus cutout
-where the recipe has it. For ImageNet this replaces the DARTS code's random-resized crop and colour jitter
+where the recipe has it, sized as a fraction of the side (0.5: the 16 px of 32-px CIFAR), so a recipe does the
+same on 8-px digits and 224-px ImageNet. For ImageNet this replaces the DARTS code's random-resized crop and colour jitter
 (a deviation: the whole dataset lives on the device as fixed-size uint8 images).
 """
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import given_options
-from ..data import ImageDataset, load_dataset
+from ..data import ImageDataset, check_cutout, load_dataset
 from ..errors import GradnasError
 from ..genotypes import Genotype, parse_genotype
 from ..registry import Registry
@@ -64,7 +65,7 @@ class TrainConfig:
     weight_decay: float = 3e-4
     grad_clip: float = 5.0               # gradient-norm clip; 0 turns it off
     label_smoothing: float = 0.0
-    cutout: int = 16
+    cutout: float = 0.5                  # cutout square's side / image side: DARTS's 16 px at 32 px
     # run
     seed: int = 0
     device: str = "auto"
@@ -104,7 +105,7 @@ HELP = {
     "lr_min": "final learning rate of the cosine schedule", "lr_decay": "exponential schedule: factor per epoch",
     "warmup_epochs": "epochs of linear learning-rate warm-up", "momentum": "SGD momentum",
     "nesterov": "Nesterov momentum", "weight_decay": "weight decay", "label_smoothing": "label smoothing",
-    "cutout": "cutout side in pixels (0: off)", "seed": "random seed",
+    "cutout": "cutout square's side as a fraction of the image side (0.5: 16 px on 32-px CIFAR; 0: off)", "seed": "random seed",
     "device": "auto (CUDA when present, else CPU), cpu, cuda or cuda:N",
     "deterministic": "deterministic kernels (slower)", "channels_last": "channels-last memory layout",
     "log_every": "non-finite-loss check and progress-bar update every N iterations", "progress": "progress bar",
@@ -192,10 +193,11 @@ def check_train_config(c: TrainConfig, genotype: Genotype) -> None:
     for name in ("epochs", "batch_size", "channels", "layers", "eval_every", "log_every"):
         if getattr(c, name) < 1:
             raise GradnasError(f"{name} must be at least 1, got {getattr(c, name)}")
-    for name in ("lr", "lr_min", "weight_decay", "grad_clip", "auxiliary_weight", "cutout", "warmup_epochs",
+    for name in ("lr", "lr_min", "weight_decay", "grad_clip", "auxiliary_weight", "warmup_epochs",
                  "momentum"):
         if getattr(c, name) < 0:
             raise GradnasError(f"{name} must not be negative, got {getattr(c, name)}")
+    check_cutout(c.cutout)
     if not 0 <= c.drop_path < 1 or not 0 <= c.label_smoothing < 1:
         raise GradnasError(f"drop_path and label_smoothing must lie in [0, 1), got {c.drop_path}, {c.label_smoothing}")
     if c.lr_schedule not in ("cosine", "exponential"):

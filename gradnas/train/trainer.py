@@ -26,8 +26,8 @@ import yaml
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..data import (Augment, Data, DeviceLoader, ImageDataset, StreamData, StreamLoader, as_image_dataset,
-                    load_dataset)
+from ..data import (Data, DeviceLoader, ImageDataset, StreamData, StreamLoader, as_image_dataset, load_dataset,
+                    training_augment)
 from ..distributed import convert_sync_batchnorm, init_from_env
 from ..errors import GradnasError, first_line
 from ..genotypes import Genotype, genotype_from_dict, genotype_to_dict, parse_genotype, save_genotype
@@ -36,7 +36,7 @@ from ..models.saved import FILENAME, build_network, model_record
 from ..runlog import RunLog, environment, log
 from ..config import resumed_config
 from ..rundir import RunDir, write_atomic
-from ..runtime import FiniteGuard, autocast_dtype, resolve_device, stopped
+from ..runtime import FiniteGuard, autocast_dtype, resolve_device, stopped, warn_if_at_chance
 from ..search.checkpoint import load_checkpoint, nonfinite, rng_state, save_atomic, seed_everything, set_rng_state
 from .evaluate import count_macs, eval_loader, evaluate
 from .recipes import RESUMABLE, TrainConfig, check_train_config, drop_path_prob, learning_rate
@@ -161,7 +161,7 @@ class Trainer:
             self.test_loader = StreamLoader(d.test, None, c.batch_size, self.device, shuffle=False)
             self.test_images = len(d.test.dataset)
         else:
-            augment = Augment(crop=True, flip=True, cutout=c.cutout, padding=d.crop_padding)
+            augment = training_augment(d, c.cutout)
             self.train_loader = DeviceLoader(d.x_train, d.y_train, c.batch_size, d.mean, d.std, augment,
                                              device=self.device, seed=c.seed, shard=shard)
             self.test_loader = eval_loader(d.x_test, d.y_test, d.mean, d.std, c.batch_size, self.device)
@@ -236,6 +236,7 @@ class Trainer:
                                                "train", "--lr"))
                 if not main:
                     continue
+                warn_if_at_chance(self.history, self.data.num_classes, c.epochs)
                 self.log.write(record)
                 save_atomic(state, self.checkpoint_path)
                 log.info("epoch %d/%d %s", epoch + 1, c.epochs,
