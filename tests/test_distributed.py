@@ -20,6 +20,28 @@ def torchrun(nproc: int, *args: str) -> list[str]:
             "--master-port", str(29500 + os.getpid() % 1000), *args]
 
 
+def kill_run(proc: subprocess.Popen, out: Path) -> None:
+    """SIGKILL torchrun and its workers, which run in sessions of their own (so ``killpg`` would leave them
+    running, holding the run directory's lock): every process whose command line names ``out``."""
+    pids = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc"))) if str(out) in _cmdline(pid)]
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+    deadline = time.time() + 30
+    while any(str(out) in _cmdline(pid) for pid in pids) and time.time() < deadline:
+        time.sleep(0.1)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def run_worker(tmp_path, name, nproc, **overrides):
     out = tmp_path / name
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -55,8 +77,7 @@ def test_killed_two_rank_run_resumes(tmp_path):
     deadline = time.time() + 180
     while not (out / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_run(proc, out)
     assert 1 <= load_checkpoint(out / "checkpoint.pt")["epoch"] < 10
     resumed = subprocess.run(torchrun(2, "--no-python", sys.executable) + ["-m", "gradnas", "search", "--resume",
                              str(out), "--no-progress"], env=env, capture_output=True, text=True, timeout=300)

@@ -75,7 +75,7 @@ def test_cifar_recipe_is_the_published_one():
 def test_pc_darts_and_is_darts_imagenet_recipes_follow_their_authors_code():
     pc = resolve_train_config({"genotype": "pc_darts_cifar", "recipe": "cifar-pc-darts"})
     assert (pc.drop_path, pc.epochs, pc.batch_size, pc.lr, pc.cutout, pc.auxiliary_weight) == \
-        (0.3, 600, 96, 0.025, 16, 0.4)
+        (0.3, 600, 96, 0.025, 0.5, 0.4)  # cutout 16 px on 32-px CIFAR
     im = resolve_train_config({"genotype": "is_darts", "recipe": "imagenet-is-darts"})
     assert (im.nesterov, im.lr, im.lr_schedule, im.warmup_epochs, im.weight_decay, im.label_smoothing) == \
         (True, 0.1, "cosine", 5, 3e-5, 0.1)
