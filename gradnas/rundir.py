@@ -114,3 +114,23 @@ class RunDir:
 
 def _read_only(path: Path) -> bool:
     return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+
+
+class RunOwner:
+    """What a run (search or training) does with its directory: claim it, set up, give it up on failure or at
+    the end. ``run_dir`` is None where nothing is claimed (other data-parallel ranks, a dry run)."""
+
+    run_dir: RunDir | None = None
+
+    def claim_and_setup(self, run_dir: RunDir | None, setup: Callable[[], None]) -> None:
+        self.run_dir = run_dir
+        try:
+            setup()
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        """Give up the run directory (the end of ``run`` does)."""
+        if self.run_dir is not None:
+            self.run_dir.release()

@@ -33,7 +33,7 @@ from ..genotypes import Genotype, genotype_text, save_genotype, with_concat
 from ..plots import EpochImages
 from ..profiling import saved_activation_bytes, state_bytes
 from ..runlog import RunLog, environment, log
-from ..rundir import RunDir, write_atomic
+from ..rundir import RunDir, RunOwner, write_atomic
 from ..runtime import FiniteGuard, autocast_dtype, resolve_device, stopped, warn_if_at_chance
 from ..selection import derive_genotype
 from ..spaces import DEFAULT_OPS, NB201_OPS, SPACES
@@ -164,7 +164,7 @@ def compile_cells(net: nn.Module, **options: Any) -> None:
         cell.compile(**options)
 
 
-class Searcher:
+class Searcher(RunOwner):
     """Holds the state of one search run; :meth:`run` executes it (resuming when asked)."""
 
     def __init__(self, config: SearchConfig, dataset: Data | None = None, resume: bool = False,
@@ -185,17 +185,8 @@ class Searcher:
         self.config = config
         seed_everything(config.seed, config.deterministic)
         self.device, self.dist = init_from_env(resolve_device(config.device))
-        self.run_dir = RunDir(self.out, resume, overwrite) if claim and self.dist.is_main else None
-        try:
-            self._setup(dataset, state)
-        except BaseException:
-            self.release()
-            raise
-
-    def release(self) -> None:
-        """Give up the run directory (the end of :meth:`run` does)."""
-        if self.run_dir is not None:
-            self.run_dir.release()
+        self.claim_and_setup(RunDir(self.out, resume, overwrite) if claim and self.dist.is_main else None,
+                             lambda: self._setup(dataset, state))
 
     def _setup(self, dataset: Data | None, state: dict[str, Any] | None) -> None:
         config = self.config

@@ -35,7 +35,7 @@ from ..models import count_parameters
 from ..models.saved import FILENAME, build_network, model_record
 from ..runlog import RunLog, environment, log
 from ..config import resumed_config
-from ..rundir import RunDir, write_atomic
+from ..rundir import RunDir, RunOwner, write_atomic
 from ..runtime import FiniteGuard, autocast_dtype, resolve_device, stopped, warn_if_at_chance
 from ..search.checkpoint import load_checkpoint, nonfinite, rng_state, save_atomic, seed_everything, set_rng_state
 from .evaluate import count_macs, eval_loader, evaluate
@@ -87,7 +87,7 @@ def check_image_size(model: nn.Module, in_channels: int, size: int) -> None:
                            "or larger images (--image-size)")
 
 
-class Trainer:
+class Trainer(RunOwner):
     """Holds the state of one training run; :meth:`run` executes it (resuming when asked)."""
 
     def __init__(self, config: TrainConfig, dataset: Data | None = None, resume: bool = False,
@@ -115,17 +115,8 @@ class Trainer:
         self.config = c = config
         seed_everything(c.seed, c.deterministic)
         self.device, self.dist = init_from_env(resolve_device(c.device))
-        self.run_dir = RunDir(self.out, resume, overwrite) if self.dist.is_main else None
-        try:
-            self._setup(dataset, state)
-        except BaseException:
-            self.release()
-            raise
-
-    def release(self) -> None:
-        """Give up the run directory (the end of :meth:`run` does)."""
-        if self.run_dir is not None:
-            self.run_dir.release()
+        self.claim_and_setup(RunDir(self.out, resume, overwrite) if self.dist.is_main else None,
+                             lambda: self._setup(dataset, state))
 
     def _setup(self, dataset: Data | None, state: dict[str, Any] | None) -> None:
         c = self.config
