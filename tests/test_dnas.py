@@ -20,7 +20,7 @@ from gradnas.search.bilevel import Bilevel
 from gradnas.search.checkpoint import load_checkpoint
 from gradnas.search.loop import Searcher, build_search_model, search
 from gradnas.selection import derive_genotype
-from gradnas.spaces.darts import IN_DEGREES, reduction_layers
+from gradnas.spaces.darts import IN_DEGREES, reduction_layers, sum_nodes
 from helpers import killed_in_epoch, nan_after
 
 
@@ -54,8 +54,30 @@ def test_psi_shape_and_range():
     psi = arch.psi()
     assert psi.shape == (14, 14, 7)
     assert ((psi > 0) & (psi < 1)).all()
-    assert all(torch.equal(w, p) for w, p in zip(arch.op_weights(), psi))
-    assert [c.ops.shape for c in arch()] == [(14, 7)] * 14
+    cells = arch()
+    assert [c.ops.shape for c in cells] == [(14, 7)] * 14 and [c.edges.shape for c in cells] == [(14,)] * 14
+    assert all(torch.allclose(c.ops * c.edges[:, None], p) for c, p in zip(cells, psi))  # ψ, factored
+    assert all(torch.allclose(w, p) for w, p in zip(arch.selection_weights(), psi))
+
+
+def test_connection_weight_scales_the_partial_channel_bypass_too():
+    """sm(β[k])_i multiplies connection i's whole output, ops and the channels that bypass them: PC-DARTS's
+    edge normalisation in DNAS's place. Scaling only the ops let the bypass double at every node (loss 5-7)."""
+    torch.manual_seed(0)
+    model = build_search_model(resolve_config({"method": "dnas", "channels": 8, "layers": 3}), 10)
+    with torch.no_grad():
+        model.arch.beta.normal_(0, 2)
+    cell, weights = model.net.cells[0], model.arch()[0]
+    states = [torch.randn(2, 8, 8, 8), torch.randn(2, 8, 8, 8)]
+    torch.manual_seed(1)
+    node2 = cell.edges[0](states[0], weights.ops[0]) * weights.edges[0] \
+        + cell.edges[1](states[1], weights.ops[1]) * weights.edges[1]
+    torch.manual_seed(1)
+    assert torch.allclose(sum_nodes(cell.edges, list(states), 1, weights)[2], node2, atol=1e-6)
+    bypass = cell.edges[0](states[0], torch.zeros(7))  # all op weights 0: only the bypass channels are left
+    assert bypass.abs().sum() > 0
+    with pytest.raises(GradnasError, match="weighs every edge itself"):
+        build_search_model(resolve_config({"method": "dnas", "edge_norm": True, "layers": 3}), 10)
 
 
 @pytest.mark.parametrize("L,decoupled,full", [(14, 392, 1372), (8, 266, 784), (20, 518, 1960)])

@@ -49,6 +49,8 @@ class Architecture(nn.Module):
 
     #: True when every cell may end with its own genotype (derivation then returns one per cell).
     per_cell = False
+    #: True when the parameterisation sets every edge's scale itself (no edge normalisation on top).
+    weighs_edges = False
 
     def __init__(self, cell_types: list[str], op_names: tuple[str, ...], in_degrees: tuple[int, ...]):
         super().__init__()

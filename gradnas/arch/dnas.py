@@ -2,8 +2,10 @@
 
 Every cell k gets its own (E, |O|) weights, yet only E·|O| + L·E + L·|O| numbers are learned instead of
 L·E·|O|: α (edge × op) is shared by all cells, β (cell × edge) says which connections each cell uses and
-γ (cell × op) which ops it prefers. ψ is computed for all cells as one (L, E, |O|) tensor and handed out
-per cell, so one forward costs a few element-wise ops on a tensor of at most a few thousand entries.
+γ (cell × op) which ops it prefers. The weights are computed for all cells at once and handed out per cell as
+op weights σ(α)·σ(γ) and connection scales sm(β): the connection scale multiplies the edge's whole output, so
+inside the partial-channel edge it weighs the channels that bypass the ops too, as PC-DARTS's edge
+normalisation does (docs/methods.md §6); their product, what the rule ranks, is ψ.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import GradnasError
-from .base import Architecture
+from .base import Architecture, CellWeights
 
 if TYPE_CHECKING:
     from ..config import SearchConfig
@@ -36,6 +38,7 @@ class DecoupledPsi(Architecture):
     """
 
     per_cell = True
+    weighs_edges = True  # β scales each connection: PC-DARTS's edge normalisation would do it twice
 
     def __init__(self, cell_types, op_names, in_degrees, init_scale: float = 1e-3, zero_one_weight: float = 0.0,
                  beta_softmax: str = "layer"):
@@ -65,7 +68,14 @@ class DecoupledPsi(Architecture):
         return self.alpha.sigmoid()[None] * self.edge_weights()[:, :, None] * self.gamma.sigmoid()[:, None, :]
 
     def op_weights(self) -> list[torch.Tensor]:
-        return list(self.psi().unbind(0))
+        """σ(α[i, j])·σ(γ[k, j]) per cell; the connection factor sm(β[k])_i comes as the edge scale."""
+        return list((self.alpha.sigmoid()[None] * self.gamma.sigmoid()[:, None, :]).unbind(0))
+
+    def forward(self) -> list[CellWeights]:
+        cells = super().forward()
+        for cell, scale in zip(cells, self.edge_weights().unbind(0)):
+            cell.edges = scale
+        return cells
 
     def regularizer(self) -> torch.Tensor | None:
         if self.zero_one_weight == 0:

@@ -78,6 +78,8 @@ def build_search_model(config: SearchConfig, num_classes: int, in_channels: int 
         drop_running_stats(net)
     elif not config.cell_bn_running_stats:  # IS-DARTS: stem, residual blocks and final BN keep theirs
         drop_running_stats(net.cells)
+    if config.edge_norm and arch.weighs_edges:
+        raise GradnasError(f"architecture {config.arch!r} weighs every edge itself; edge_norm would weigh it twice")
     if config.edge_norm:  # β per cell type, or per cell when every cell has its own weights (pc-darts-global)
         owners = [f"cell{i}" for i in range(len(net.cell_types))] if arch.per_cell else net.cell_types
         arch.add(EdgeNormalization(owners, net.in_degrees))
