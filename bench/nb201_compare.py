@@ -35,7 +35,8 @@ import yaml
 
 from gradnas import methods  # noqa: F401  (registers every method preset)
 from gradnas.benchmarks.nb201 import NB201Table
-from gradnas.config import PRESETS, SPACE_DEFAULTS, SearchConfig
+from gradnas.config import PRESETS, SearchConfig
+from gradnas.spaces import SPACES
 from gradnas.genotypes import format_arch_string, load_genotype
 from gradnas.spaces import NB201_OPS
 
@@ -53,7 +54,7 @@ NB201_EDGE_KEYS = ["0>1", "0>2", "1>2", "0>3", "1>3", "2>3"]  # the same edges a
 
 def budget_options(method: str, epochs: int, batch_size: int) -> dict[str, Any]:
     """The method's schedule scaled to ``epochs`` and its learning rate to ``batch_size`` (see the docstring)."""
-    preset = {**SPACE_DEFAULTS["nb201"], **PRESETS[method]("nb201")}
+    preset = {**SPACES["nb201"].defaults, **PRESETS[method]("nb201")}
     scale = epochs / preset.get("epochs", SearchConfig.epochs)
     options: dict[str, Any] = {"epochs": epochs, "batch_size": batch_size}
     if preset.get("arch_warmup_epochs"):

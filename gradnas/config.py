@@ -119,12 +119,6 @@ FIELD_NAMES = {f.name for f in fields(SearchConfig)}
 RESUMABLE = frozenset({"out", "lr", "lr_min", "arch_lr", "grad_clip", "epochs", "log_every", "progress", "device",
                        "data_root", "nb201_table", "top_k"})
 
-SPACE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "darts": {"layers": 8},
-    # DARTS on NB201 as in the benchmark's own code (docs/methods.md §1.2)
-    "nb201": {"layers": 5, "nesterov": True, "weight_decay": 5e-4},
-}
-
 #: A method preset is data: the published choices and hyper-parameters, possibly per space.
 PRESETS: Registry[Callable[[str], dict[str, Any]]] = Registry("method")
 PRESETS.register("darts")(lambda space: {})
@@ -229,13 +223,14 @@ def resolve_config(overrides: dict[str, Any] | None = None, config_file: str | P
     given = given_options(SearchConfig, overrides, config_file)
     space = given.get("space", SearchConfig.space)
     method = given.get("method", SearchConfig.method)
-    if space not in SPACE_DEFAULTS:
-        raise GradnasError(f"unknown search space {space!r}; choose from {', '.join(SPACE_DEFAULTS)}")
+    from .spaces import SPACES  # the spaces import torch: only when a configuration is resolved
+
+    space_defaults = SPACES[space].defaults  # an unknown space: one line naming the known ones
     preset = PRESETS[method](space)
     # A preset may hold per-dataset values (e.g. DNAS's batch size on CIFAR-100) under "by_data".
     data_name = str(given.get("data", SearchConfig.data)).lower().replace("-", "")
     by_data = preset.pop("by_data", {}).get(data_name, {})
-    values = {**SPACE_DEFAULTS[space], **preset, **by_data, **given}
+    values = {**space_defaults, **preset, **by_data, **given}
     config = SearchConfig(**values)
     check_config(config)
     return config
@@ -298,9 +293,9 @@ def check_config(config: SearchConfig) -> None:
 
 
 def _check_ops(config: SearchConfig) -> None:
-    from .spaces import OPS  # the op registries import torch: only when ops are given
+    from .spaces import SPACES
 
-    known = OPS[config.space].names()
+    known = SPACES[config.space].ops.names()
     unknown = [op for op in config.ops if op not in known]
     if unknown:
         raise GradnasError(f"unknown {config.space} op(s) {', '.join(unknown)}; choose from {', '.join(known)}")
@@ -311,8 +306,13 @@ def _check_ops(config: SearchConfig) -> None:
 
 
 def _check_cell(config: SearchConfig) -> None:
-    if config.space != "darts" and (config.steps, config.multiplier) != (None, None):
-        raise GradnasError(f"steps and multiplier shape DARTS-space cells; the {config.space} cell is fixed")
+    from .spaces import SPACES
+
+    fixed = [name for name in ("steps", "multiplier") if getattr(config, name) is not None
+             and name not in SPACES[config.space].options]
+    if fixed:
+        raise GradnasError(f"{' and '.join(fixed)} shape the cells of spaces that take them (darts); the "
+                           f"{config.space} cell is fixed")
     steps = 4 if config.steps is None else config.steps
     if steps < 1 or config.multiplier is not None and not 1 <= config.multiplier <= steps:
         raise GradnasError(f"steps must be at least 1 and multiplier in 1..steps, got steps {config.steps}, "
@@ -330,7 +330,9 @@ def _check_groups(config: SearchConfig) -> None:
         raise GradnasError(f"the {width} channels reaching the ops must be divisible by groups ({config.groups})")
     op_width = width // config.groups if config.group_mode == "exact" else width
     # A stride-2 skip (DARTS space) splits its output in two halves, each grouped.
-    need = config.conv_groups * (2 if config.space == "darts" and config.conv_groups > 1 else 1)
+    from .spaces import SPACES
+
+    need = config.conv_groups * (SPACES[config.space].conv_group_split if config.conv_groups > 1 else 1)
     if op_width % need:
         raise GradnasError(f"the ops' width ({op_width} channels) must be divisible by {need} for conv_groups "
                            f"{config.conv_groups}")

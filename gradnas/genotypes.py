@@ -1,4 +1,4 @@
-"""Genotypes: the discrete architectures a search returns, for both spaces.
+"""Genotypes: the discrete architectures a search returns, in any registered space.
 
 A cell genotype lists, for each intermediate node, the (op, source) pairs that feed it:
 - DARTS space: nodes 2, 3, ..., two pairs each, sources 0..n-1 (0, 1 = the cell inputs); ``concat`` names the
@@ -8,11 +8,13 @@ A cell genotype lists, for each intermediate node, the (op, source) pairs that f
 - NB201 space: nodes 1..3, node j has exactly j pairs with sources 0..j-1 in order; the output is node 3
   and ``concat`` is (3,).
 A :class:`Genotype` holds one normal and (DARTS) one reduction cell, or one cell genotype per cell of the
-network (``cells``, for searches like DNAS where every cell may differ).
+network (``cells``, for searches like DNAS where every cell may differ). What a space's cells look like is
+its :class:`~gradnas.spaces.CellFormat`; other spaces (a user's own) are checked the same way.
 
 Forms on disk and on the command line: the original DARTS ``Genotype(normal=[...], ...)`` text, NB201 arch
-strings, a versioned JSON file (the only one that holds per-cell genotypes) and the published names of
-docs/methods.md §8. Every parser validates, so a genotype that gets past one is compilable.
+strings (the two ``TEXT_FORMS``, each named by its space), a versioned JSON file (every space; the only form
+that holds per-cell genotypes) and the published names of docs/methods.md §8. Every parser validates, so a
+genotype that gets past one is compilable.
 """
 from __future__ import annotations
 
@@ -20,13 +22,13 @@ import ast
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from .errors import GradnasError
 from .registry import Registry
 from .rundir import write_atomic
+from .spaces import SPACES, SearchSpace
 from .spaces.darts import darts_concat
-from .spaces.ops import OPS
 
 Pair = tuple[str, int]
 
@@ -43,7 +45,7 @@ class CellGenotype:
 
 @dataclass(frozen=True)
 class Genotype:
-    space: str  # "darts" or "nb201"
+    space: str  # a SPACES name: "darts", "nb201" or a user's own
     normal: CellGenotype
     reduce: CellGenotype | None = None
     cells: tuple[CellGenotype, ...] | None = None  # one per cell of the network, when they differ
@@ -57,21 +59,6 @@ class Genotype:
 
 # ---------------------------------------------------------------------------------------------- checks
 
-@dataclass(frozen=True)
-class CellFormat:
-    """The shape of a space's cell genotypes: what validation and the text forms need to know of a space."""
-    ops: Registry                 # the space's op registry: ops registered later (a user's own) are valid too
-    first_node: int               # sources 0..first_node-1 are the cell inputs
-    pairs_per_node: int | None    # None: node n reads every source 0..n-1 once, in order (NB201)
-    num_nodes: int | None         # None: any number of intermediate nodes
-    zero_op: bool                 # whether "none" may stay in a genotype
-
-    def allowed_ops(self) -> list[str]:
-        return [op for op in self.ops if self.zero_op or op != "none"]
-
-
-# A discrete DARTS cell has no zero edges: the genotype rule never picks none (docs/methods.md §1.1).
-FORMATS = {"darts": CellFormat(OPS["darts"], 2, 2, None, False), "nb201": CellFormat(OPS["nb201"], 1, None, 3, True)}
 # Short op names, as docs/methods.md §8 writes them; also the edge labels of small diagrams (other ops: their name).
 SHORT_NAMES = {"none": "none", "max_pool_3x3": "max", "avg_pool_3x3": "avg", "skip_connect": "skip",
                "sep_conv_3x3": "sep3", "sep_conv_5x5": "sep5", "dil_conv_3x3": "dil3", "dil_conv_5x5": "dil5",
@@ -85,33 +72,40 @@ def reduction_indices(n_cells: int) -> tuple[int, int]:
     return n_cells // 3, 2 * n_cells // 3
 
 
+def space_of(g: Genotype, where: str = "genotype") -> SearchSpace:
+    if not isinstance(g.space, str) or g.space not in SPACES:
+        raise GradnasError(f"{where}: unknown space {g.space!r}; expected one of {', '.join(SPACES)}")
+    return SPACES[g.space]
+
+
 def validate(g: Genotype, where: str = "genotype") -> Genotype:
     """Check ``g`` against its space and return it; raise GradnasError saying what is wrong and where."""
-    if g.space not in FORMATS:
-        raise GradnasError(f"{where}: unknown space {g.space!r}; expected {' or '.join(FORMATS)}")
-    if g.space == "nb201":
+    space = space_of(g, where)
+    if not space.reduction_cell:
         if g.reduce is not None or g.cells is not None:
-            raise GradnasError(f"{where}: an nb201 genotype is one cell; it has no reduction or per-cell genotypes")
-        _validate_cell(g.normal, "nb201", f"{where}: cell")
+            raise GradnasError(f"{where}: an {g.space} genotype is one cell; it has no reduction or per-cell genotypes")
+        _validate_cell(g.normal, space, f"{where}: cell")
         return g
     if g.reduce is None:
-        raise GradnasError(f"{where}: a darts genotype needs a reduction cell")
+        raise GradnasError(f"{where}: a {g.space} genotype needs a reduction cell")
     named = [("normal cell", g.normal), ("reduction cell", g.reduce)]
     if g.cells is not None:
+        if not space.per_cell:
+            raise GradnasError(f"{where}: {g.space} genotypes have no per-cell form")
         if not g.cells:
             raise GradnasError(f"{where}: per-cell genotype with no cells")
         named += [(f"cell {i}", c) for i, c in enumerate(g.cells)]
     for name, cell in named:
-        _validate_cell(cell, "darts", f"{where}: {name}")
+        _validate_cell(cell, space, f"{where}: {name}")
     return g
 
 
-def _validate_cell(cell: CellGenotype, space: str, where: str) -> None:
-    fmt = FORMATS[space]
+def _validate_cell(cell: CellGenotype, space: SearchSpace, where: str) -> None:
+    fmt = space.cell
     first, want_nodes = fmt.first_node, fmt.num_nodes
     if not cell.nodes or want_nodes is not None and len(cell.nodes) != want_nodes:
         expected = f"{want_nodes} (nodes {first}..{first + want_nodes - 1})" if want_nodes else "at least one"
-        raise GradnasError(f"{where}: {len(cell.nodes)} nodes; {space} cells have {expected}")
+        raise GradnasError(f"{where}: {len(cell.nodes)} nodes; {space.name} cells have {expected}")
     for n, node in enumerate(cell.nodes, first):
         want = fmt.pairs_per_node or n
         if len(node) != want:
@@ -128,7 +122,7 @@ def _validate_cell(cell: CellGenotype, space: str, where: str) -> None:
     concat, last = tuple(cell.concat), first + len(cell.nodes) - 1
     if fmt.pairs_per_node is None:  # the cell's output is its last node
         if concat != (last,):
-            raise GradnasError(f"{where}: concat {list(concat)}; {space} cells output node {last}, concat [{last}]")
+            raise GradnasError(f"{where}: concat {list(concat)}; {space.name} cells output node {last}, concat [{last}]")
     # Cell inputs are not concatenable: in a reduction cell they have the wrong resolution.
     elif not (concat and len(set(concat)) == len(concat) and all(first <= c <= last for c in concat)):
         raise GradnasError(f"{where}: concat {list(concat)} must name distinct intermediate nodes from {first}..{last}")
@@ -142,13 +136,13 @@ def _pair(obj: object, where: str) -> Pair:
     raise GradnasError(f"{where}: expected an (op, source) pair, got {obj!r}")
 
 
-def _check_op(op: str, space: str, where: str) -> None:
-    allowed = FORMATS[space].allowed_ops()
+def _check_op(op: str, space: SearchSpace, where: str) -> None:
+    allowed = space.cell.allowed_ops()
     if op in allowed:
         return
-    if op in FORMATS[space].ops:
-        raise GradnasError(f"{where}: op {op!r} is not allowed in a {space} genotype")
-    other = next((s for s, f in FORMATS.items() if s != space and op in f.ops), None)
+    if op in space.ops:
+        raise GradnasError(f"{where}: op {op!r} is not allowed in a {space.name} genotype")
+    other = next((s for s in SPACES if SPACES[s].ops is not space.ops and op in SPACES[s].ops), None)
     hint = f" (an op of the {other} space)" if other else ""
     raise GradnasError(f"{where}: unknown op {op!r}{hint}; expected one of {', '.join(allowed)}")
 
@@ -222,16 +216,17 @@ def _pairs_text(cell: CellGenotype) -> str:
 
 
 def genotype_text(g: Genotype) -> str:
-    """Any genotype as text: its NB201 arch string, its DARTS text form, or (per-cell genotypes, which have
-    neither) one line per cell with its pairs and concat."""
-    validate(g)
-    if g.space == "nb201":
-        return format_arch_string(g)
+    """Any genotype as text: its space's text form (the DARTS text form, an NB201 arch string), or (per-cell
+    genotypes, and spaces without one) one line per cell with its pairs and concat."""
+    form = text_form(g)
+    if form is not None:
+        return form.format(g)
     if g.cells is None:
-        return format_darts(g)
-    reductions = reduction_indices(len(g.cells))
-    return "\n".join(f"cell {i}{' (reduction)' if i in reductions else ''}: {_pairs_text(c)} concat {list(c.concat)}"
-                     for i, c in enumerate(g.cells))
+        named = [("normal", g.normal)] + ([("reduce", g.reduce)] if g.reduce is not None else [])
+    else:
+        reductions = reduction_indices(len(g.cells))
+        named = [(f"cell {i}{' (reduction)' if i in reductions else ''}", c) for i, c in enumerate(g.cells)]
+    return "\n".join(f"{name}: {_pairs_text(c)} concat {list(c.concat)}" for name, c in named)
 
 
 def parse_darts(text: str) -> Genotype:
@@ -311,23 +306,44 @@ def parse_arch_string(text: str) -> Genotype:
     return validate(Genotype("nb201", CellGenotype(tuple(nodes), NB201_CONCAT)), where)
 
 
+# ---------------------------------------------------------------------------------------------- text forms
+
+@dataclass(frozen=True)
+class TextForm:
+    """A one-line text form of a space's shared genotypes, named by the space (``SearchSpace.text_form``)."""
+    prefix: str                          # how a genotype in this form starts, to tell the forms apart
+    format: Callable[[Genotype], str]
+    parse: Callable[[str], Genotype]
+    json_key: str                        # the read-only copy a genotype JSON file carries
+
+
+TEXT_FORMS: Registry[TextForm] = Registry("genotype text form")
+TEXT_FORMS.register("darts")(TextForm("Genotype(", format_darts, parse_darts, "darts"))
+TEXT_FORMS.register("nb201")(TextForm("|", format_arch_string, parse_arch_string, "arch"))
+
+
+def text_form(g: Genotype) -> TextForm | None:
+    """The text form ``g`` can be written in: its space's, for a shared (not per-cell) genotype."""
+    name = space_of(validate(g)).text_form
+    return TEXT_FORMS[name] if name is not None and g.cells is None else None
+
+
 # ---------------------------------------------------------------------------------------------- JSON
 
 FORMAT, VERSION = "gradnas-genotype", 1
 
 
 def genotype_to_dict(g: Genotype) -> dict:
-    """The versioned JSON form; "darts"/"arch" are read-only conveniences that loading ignores."""
+    """The versioned JSON form; the text form's copy ("darts", "arch") is a read-only convenience that loading
+    ignores."""
     validate(g)
     d: dict = {"format": FORMAT, "version": VERSION, "space": g.space, "normal": _cell_dict(g.normal),
                "reduce": _cell_dict(g.reduce) if g.reduce is not None else None, "cells": None}
     if g.cells is not None:
         reductions = reduction_indices(len(g.cells))
         d["cells"] = [{**_cell_dict(c), "reduction": i in reductions} for i, c in enumerate(g.cells)]
-    elif g.space == "darts":
-        d["darts"] = format_darts(g)
-    else:
-        d["arch"] = format_arch_string(g)
+    elif (form := text_form(g)) is not None:
+        d[form.json_key] = form.format(g)
     return d
 
 
@@ -395,10 +411,9 @@ def parse_genotype(spec: str) -> Genotype:
     text = spec.strip()
     if text.lower() in PUBLISHED:
         return PUBLISHED[text.lower()]
-    if text.startswith("Genotype("):
-        return parse_darts(text)
-    if text.startswith("|"):
-        return parse_arch_string(text)
+    form = next((TEXT_FORMS[name] for name in TEXT_FORMS if text.startswith(TEXT_FORMS[name].prefix)), None)
+    if form is not None:
+        return form.parse(text)
     path = Path(text).expanduser()
     try:
         is_dir, is_file = path.is_dir(), path.is_file()

@@ -21,9 +21,7 @@ import yaml
 from .errors import GradnasError
 from .extras import require
 from .genotypes import SHORT_NAMES
-from .spaces import DEFAULT_OPS
-from .spaces.darts import STEPS as DARTS_STEPS, in_degrees as darts_in_degrees
-from .spaces.nb201 import IN_DEGREES as NB201_IN_DEGREES
+from .spaces import SPACES
 
 MAX_EPOCH_PANELS = 6  # heat-maps shown over the run: the first, the last and evenly spaced ones between
 
@@ -41,9 +39,9 @@ class Series:
 
 
 def edge_names(space: str, steps: int | None = None) -> list[str]:
-    """``steps``: intermediate nodes of a DARTS cell (default 4)."""
-    first, degrees = ((2, darts_in_degrees(steps or DARTS_STEPS)) if space == "darts" else (1, NB201_IN_DEGREES))
-    return [f"{s}→{n}" for n, degree in enumerate(degrees, first) for s in range(degree)]
+    """``steps``: intermediate nodes of a cell (default: the space's)."""
+    degrees = SPACES[space].in_degrees(steps)
+    return [f"{s}→{n}" for n, degree in enumerate(degrees, degrees[0]) for s in range(degree)]
 
 
 def read_run(run: str | Path) -> tuple[str, tuple[str, ...], list[dict[str, Any]], int | None]:
@@ -54,12 +52,12 @@ def read_run(run: str | Path) -> tuple[str, tuple[str, ...], list[dict[str, Any]
         raise GradnasError(f"{run} is not a search run directory (no log.jsonl and config.yaml)")
     cfg = yaml.safe_load(config.read_text()) or {}
     space = cfg.get("space", "darts")
-    if space not in DEFAULT_OPS:
+    if space not in SPACES:
         raise GradnasError(f"{config}: unknown search space {space!r}")
     history = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     if not history:
         raise GradnasError(f"{log} has no epochs yet")
-    return space, tuple(cfg.get("ops") or DEFAULT_OPS[space]), history, cfg.get("steps")
+    return space, tuple(cfg.get("ops") or SPACES[space].default_ops), history, cfg.get("steps")
 
 
 def weight_matrices(arch: dict[str, Any], n_edges: int, n_ops: int) -> dict[str, np.ndarray]:

@@ -23,6 +23,7 @@ from matplotlib.transforms import Bbox
 
 from .errors import GradnasError
 from .genotypes import SHORT_NAMES, CellGenotype, Genotype, reduction_indices, validate
+from .spaces import SPACES
 from .rundir import write_atomic
 
 Node = tuple[str, str, str]  # id, label, kind ("input", "inner", "output")
@@ -36,20 +37,20 @@ _FORMATS = ("png", "svg")
 
 
 def cell_graph(cell: CellGenotype, space: str) -> Graph:
-    """Nodes and labelled edges of one cell; DARTS nodes keep their genotype numbers 2..5."""
-    if space == "darts":
-        names = {0: "c_{k-2}", 1: "c_{k-1}"}
-        nodes = [("c_{k-2}", "c_{k-2}", "input"), ("c_{k-1}", "c_{k-1}", "input")]
-        nodes += [(str(n), str(n), "inner") for n in range(2, 2 + len(cell.nodes))]
-        nodes.append(("c_{k}", "c_{k}", "output"))
-        concat = [(str(n), "c_{k}", "") for n in cell.concat]
+    """Nodes and labelled edges of one cell, nodes numbered as in its genotype (DARTS: 2..5). A concatenating
+    cell gets an output node fed by its concat list; a summing cell (NB201) outputs its last node."""
+    sp = SPACES[space]
+    first, inputs = sp.cell.first_node, dict(enumerate(sp.input_names))
+    inner = [str(n) for n in range(first, first + len(cell.nodes))]
+    if sp.cell.pairs_per_node is None:
+        nodes = [(name, f"{name} (in)", "input") for name in inputs.values()]
+        nodes += [(n, n, "inner") for n in inner[:-1]] + [(inner[-1], f"{inner[-1]} (out)", "output")]
+        concat = []
     else:
-        names, concat = {}, []
-        last = len(cell.nodes)
-        nodes = [("0", "0 (in)", "input")] + [(str(j), str(j), "inner") for j in range(1, last)]
-        nodes.append((str(last), f"{last} (out)", "output"))
-    first = 2 if space == "darts" else 1
-    edges = [(names.get(src, str(src)), str(n), op)
+        nodes = [(name, name, "input") for name in inputs.values()] + [(n, n, "inner") for n in inner]
+        nodes.append((sp.output_name, sp.output_name, "output"))
+        concat = [(str(n), sp.output_name, "") for n in cell.concat]
+    edges = [(inputs.get(src, str(src)), str(n), op)
              for n, node in enumerate(cell.nodes, first) for op, src in node if op != "none"]
     return nodes, edges + concat
 
@@ -95,11 +96,10 @@ def draw_genotype(g: Genotype, out_dir: Path, stem: str = "cell", backend: str |
         files = [f for i, (c, title) in enumerate(zip(g.cells, titles))
                  for f in draw_cell(c, g.space, out_dir / f"{stem}_{i:02d}", title, backend)]
         return files + _draw_overview(g, out_dir / f"{stem}_overview")
-    if g.space == "nb201":
-        return draw_cell(g.normal, "nb201", out_dir / stem, "NB201 cell", backend)
-    assert g.reduce is not None  # validate: a shared darts genotype has both cells
-    return (draw_cell(g.normal, "darts", out_dir / f"{stem}_normal", "normal cell", backend)
-            + draw_cell(g.reduce, "darts", out_dir / f"{stem}_reduce", "reduction cell", backend))
+    if g.reduce is None:
+        return draw_cell(g.normal, g.space, out_dir / stem, f"{g.space} cell", backend)
+    return (draw_cell(g.normal, g.space, out_dir / f"{stem}_normal", "normal cell", backend)
+            + draw_cell(g.reduce, g.space, out_dir / f"{stem}_reduce", "reduction cell", backend))
 
 
 def _backend(backend: str | None) -> str:

@@ -4,14 +4,16 @@ import torch
 import torch.nn as nn
 
 from gradnas.arch import SoftmaxAlpha
-from gradnas.search.bilevel import Bilevel
+from gradnas.config import resolve_config
+from gradnas.search.bilevel import ARCH_UPDATES, Bilevel
+from gradnas.search.loop import search
 from gradnas.search.model import SearchModel
 from gradnas.spaces import SPACES
 
 
 def tiny(space="darts", dtype=torch.float32):
     kw = dict(C=4, layers=3) if space == "darts" else dict(C=4, layers=1)
-    net = SPACES[space](**kw)
+    net = SPACES[space].supernet(**kw)
     model = SearchModel(net, SoftmaxAlpha(net.cell_types, net.op_names, net.in_degrees)).to(dtype)
     x = torch.randn(4, 3, 8, 8, dtype=dtype)
     y = torch.randint(0, 10, (4,))
@@ -100,7 +102,7 @@ def test_second_order_step_of_a_stochastic_supernet_replays_its_random_draws():
     """Skip dropout and random channel subsets draw on every forward; the unrolled step's train forwards
     (the virtual step and both sides of the finite difference) see one draw, as with fixed masks."""
     torch.manual_seed(3)
-    net = SPACES["darts"](C=4, layers=3, edge_options={"partial_k": 2, "partial_sampling": "random",
+    net = SPACES["darts"].supernet(C=4, layers=3, edge_options={"partial_k": 2, "partial_sampling": "random",
                                                        "skip_dropout": 0.5})
     model = SearchModel(net, SoftmaxAlpha(net.cell_types, net.op_names, net.in_degrees)).double()
     train = (torch.randn(4, 3, 8, 8, dtype=torch.float64), torch.randint(0, 10, (4,)))
@@ -130,3 +132,38 @@ def test_second_order_gradient_matches_exact_unrolled_gradient():
     _, _, approx = update.unrolled_gradient(train, val, sgd)
     assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(originals, model.weight_parameters()))  # w restored
     assert relative_error(approx, exact_unrolled_gradient(model, crit, train, val, sgd)) < 1e-4
+
+
+class RandomAlphaSmoothing(Bilevel):
+    """SDARTS-RS's shape, as a user would add it: α perturbed by uniform noise for the weight step, put back after."""
+
+    calls: list[torch.Tensor] = []
+
+    def weight_step(self, batch, optimizer, weights, grad_clip, scaler=None):
+        alphas = list(self.model.arch.parameters())
+        saved = [a.detach().clone() for a in alphas]
+        with torch.no_grad():
+            for a in alphas:
+                a.add_(torch.empty_like(a).uniform_(-0.3, 0.3))
+        out = super().weight_step(batch, optimizer, weights, grad_clip, scaler)
+        with torch.no_grad():
+            for a, s in zip(alphas, saved):
+                a.copy_(s)
+        self.calls.append(out[0])
+        return out
+
+
+ARCH_UPDATES.register("random-smoothing-test")(RandomAlphaSmoothing)
+
+
+def test_an_update_of_its_own_wraps_the_weight_step(tmp_path):
+    """The weight step belongs to the update: a method that perturbs α around it is an update, not a loop edit."""
+    config = resolve_config({"space": "nb201", "arch_update": "random-smoothing-test", "channels": 4, "layers": 1,
+                             "epochs": 1, "batch_size": 16, "steps_per_epoch": 3, "progress": False, "out": str(tmp_path)})
+    plain = resolve_config({**{f: getattr(config, f) for f in ("space", "channels", "layers", "epochs", "batch_size",
+                                                              "steps_per_epoch", "progress")}, "out": str(tmp_path / "p")})
+    smoothed, reference = search(config), search(plain)
+    assert len(RandomAlphaSmoothing.calls) == 3
+    # Same seed, same data: only the perturbed weight steps differ.
+    w = lambda r: torch.cat([p.detach().flatten() for p in r.model.weight_parameters()])
+    assert not torch.allclose(w(smoothed), w(reference))

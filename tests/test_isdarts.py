@@ -70,7 +70,7 @@ def test_closed_form_matches_elementwise_form():
 def test_all_ones_masks_equal_darts_with_zero_alpha(space):
     kw = dict(C=4, layers=3) if space == "darts" else dict(C=4, layers=1)
     torch.manual_seed(3)
-    net = SPACES[space](**kw)
+    net = SPACES[space].supernet(**kw)
     masked = SearchModel(net, BinaryMasks(net.cell_types, net.op_names, net.in_degrees))
     alpha = SoftmaxAlpha(net.cell_types, net.op_names, net.in_degrees)
     for a in alpha.parameters():
@@ -106,7 +106,7 @@ def test_shrink_rate_study_shrinks_in_the_last_20_epochs(tmp_path):
     assert shrink_epochs(c.epochs, c.shrink_rate, c.shrink_interval, c.shrink_window) == [30, 48]
     assert resolve_config({"space": "darts", "method": "is-darts"}).shrink_window is None  # 29 … 47 stays
     config = tiny_config(tmp_path, "nb201", "s-darts", shrink_window=3)  # α: no images to draw
-    hook = ProgressiveShrinking(config, SimpleNamespace(model=build_search_model(config, 10), out=tmp_path))
+    hook = ProgressiveShrinking(SimpleNamespace(config=config, model=build_search_model(config, 10), out=tmp_path))
     assert hook.schedule == [2, 3, 4, 5]
 
 
@@ -174,7 +174,7 @@ def test_survivors_may_share_a_source_and_compile():
 # -- measurement on a supernet ------------------------------------------------------------------------------------
 
 def tiny_masked(space="nb201"):
-    net = drop_running_stats(SPACES[space](**({"C": 4, "layers": 1} if space == "nb201" else {"C": 4, "layers": 3})))
+    net = drop_running_stats(SPACES[space].supernet(**({"C": 4, "layers": 1} if space == "nb201" else {"C": 4, "layers": 3})))
     return SearchModel(net, BinaryMasks(net.cell_types, net.op_names, net.in_degrees))
 
 
@@ -200,7 +200,7 @@ def test_measurement_reads_raw_op_outputs_summed_over_batches():
 
 
 def test_bn_without_running_statistics_uses_the_batch_in_eval_mode():
-    net = drop_running_stats(SPACES["nb201"](C=4, layers=1))
+    net = drop_running_stats(SPACES["nb201"].supernet(C=4, layers=1))
     assert not any("running" in k or "num_batches" in k for k in net.state_dict())
     bn = next(m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
     bn.eval()
@@ -322,7 +322,7 @@ def test_shrinking_averages_f_over_cells_and_removes_the_largest_mean(tmp_path, 
     calls = iter(range(10 ** 6))  # the probes see each edge's active ops in op order: skip, 1x1, 3x3, pool
     fake = lambda y: torch.full((y.shape[0],), table[y.shape[1]][next(calls) % 4], dtype=torch.float64)
     monkeypatch.setattr("gradnas.selection.importance.fisher_information", fake)
-    record = hook.on_epoch_end(searcher, hook.schedule[1] - 1)
+    record = hook.on_epoch_end(searcher.context, hook.schedule[1] - 1)
     assert record["shrink_step"] == 2
     assert all(label.endswith(":skip_connect") for label in record["removed"]["normal"])
     assert not hook.alive["normal"][:, NB201_OPS.index("skip_connect")].any()

@@ -12,7 +12,7 @@ def count(module):
 
 
 def model_for(space, **kw):
-    net = SPACES[space](**kw)
+    net = SPACES[space].supernet(**kw)
     return SearchModel(net, SoftmaxAlpha(net.cell_types, net.op_names, net.in_degrees))
 
 

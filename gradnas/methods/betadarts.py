@@ -7,18 +7,14 @@ hook below sets it at every epoch start, so a resumed run picks up the same λ f
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from ..arch import ARCHITECTURES, SoftmaxAlpha
 from ..config import PRESETS
 from ..errors import GradnasError
-from ..search.hooks import HOOKS, Hook
-
-if TYPE_CHECKING:
-    from ..config import SearchConfig
-    from ..search.loop import Searcher
+from ..search.hooks import HOOKS, Hook, SearchContext
 
 MAX_WEIGHT = 50.0  # λ at the end of the ramp: the authors' `weights = 0 + 50*epoch/100`, 100 = their epochs [code]
 
@@ -51,16 +47,16 @@ class BetaDecaySoftmax(SoftmaxAlpha):
 class BetaDecaySchedule(Hook):
     """Sets λ_e on the architecture at the start of every epoch and logs it with the loss it weights."""
 
-    def __init__(self, config: "SearchConfig", searcher: "Searcher"):
-        super().__init__(config, searcher)
-        if not isinstance(searcher.model.arch, BetaDecaySoftmax):
-            raise GradnasError(f"the beta-decay hook needs --arch beta-decay, not {config.arch!r}")
+    def __init__(self, context: SearchContext):
+        super().__init__(context)
+        if not isinstance(context.model.arch, BetaDecaySoftmax):
+            raise GradnasError(f"the beta-decay hook needs --arch beta-decay, not {context.config.arch!r}")
 
-    def on_epoch_start(self, searcher: "Searcher", epoch: int) -> None:
-        searcher.model.arch.decay_weight = decay_weight(epoch, self.config.epochs)
+    def on_epoch_start(self, context: SearchContext, epoch: int) -> None:
+        context.model.arch.decay_weight = decay_weight(epoch, self.config.epochs)
 
-    def on_epoch_end(self, searcher: "Searcher", epoch: int) -> dict[str, Any]:
-        arch = searcher.model.arch
+    def on_epoch_end(self, context: SearchContext, epoch: int) -> dict[str, Any]:
+        arch = context.model.arch
         with torch.no_grad():
             loss = beta_decay_loss(list(arch.alpha.values())).item()  # once per epoch, outside the steps
         return {"beta_decay": {"weight": arch.decay_weight, "loss": loss}}

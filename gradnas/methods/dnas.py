@@ -2,6 +2,7 @@
 as the paper's baseline, a free per-cell softmax ("PC-DARTS global")."""
 from ..config import PRESETS
 from ..errors import GradnasError
+from ..spaces import SPACES
 from ..spaces.ops import DARTS_OPS
 
 # Seven candidates: DARTS's ops without none, as in Fair-DARTS.
@@ -10,8 +11,8 @@ OPS = [op for op in DARTS_OPS if op != "none"]
 
 @PRESETS.register("dnas")
 def dnas(space: str) -> dict:
-    if space != "darts":
-        raise GradnasError(f"DNAS searches the darts space (one genotype per cell), not {space!r}")
+    if not SPACES[space].per_cell:
+        raise GradnasError(f"DNAS searches the darts space (or another with one genotype per cell), not {space!r}")
     return {"arch": "dnas", "ops": list(OPS), "layers": 14, "channels": 16,
             "partial_k": 4,            # the PC-DARTS partial-channel edge, K=4 [interp]
             "skip_dropout": 0.2,       # "skip-connect drop 0.2" [paper], as dropout on that branch [interp]

@@ -26,7 +26,8 @@ SUPERNET = {"cell_bn_running_stats": False, "pool_bn": False, "final_bn_relu": T
 
 @PRESETS.register("is-darts")
 def is_darts(space: str) -> dict:
-    return {**TRAINING, **SUPERNET, **SCHEDULES[space], "arch": "masks", "arch_update": "none", "hooks": ["shrinking"],
+    # Spaces without a published schedule (a user's own) take the options' defaults or what is given.
+    return {**TRAINING, **SUPERNET, **SCHEDULES.get(space, {}), "arch": "masks", "arch_update": "none", "hooks": ["shrinking"],
             "importance": "fisher"}
 
 

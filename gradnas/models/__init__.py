@@ -4,9 +4,10 @@ from __future__ import annotations
 import torch.nn as nn
 
 from ..errors import GradnasError
-from ..genotypes import Genotype
+from ..genotypes import Genotype, space_of
 from .darts_eval import AuxiliaryHead, EvalCell, NetworkCIFAR, NetworkImageNet
 from .nb201_eval import InferCell, NB201Network
+from .saved import build_network
 
 __all__ = ["AuxiliaryHead", "EvalCell", "InferCell", "NB201Network", "NetworkCIFAR", "NetworkImageNet",
            "build_eval_network", "count_parameters"]
@@ -16,7 +17,8 @@ NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000, "imagenet16-120
 
 def build_eval_network(genotype: Genotype, dataset: str = "cifar10", num_classes: int | None = None,
                        **kwargs) -> nn.Module:
-    """NB201Network for nb201 genotypes; otherwise NetworkImageNet for ``imagenet``, else NetworkCIFAR.
+    """The evaluation network of the genotype's space (``SearchSpace.networks``): NB201Network for nb201
+    genotypes; for darts ones NetworkImageNet on ``imagenet``, else NetworkCIFAR.
 
     ``kwargs`` go to the network's constructor (C, layers, auxiliary, drop_path_prob, N, in_channels, ...).
     """
@@ -25,14 +27,9 @@ def build_eval_network(genotype: Genotype, dataset: str = "cifar10", num_classes
         if dataset not in NUM_CLASSES:
             raise GradnasError(f"no default class count for dataset {dataset!r}; pass num_classes")
         num_classes = NUM_CLASSES[dataset]
-    if genotype.space == "nb201":
-        return NB201Network(genotype, num_classes=num_classes, **kwargs)
-    if genotype.space != "darts":
-        raise GradnasError(f"unknown search space {genotype.space!r}; choose from darts, nb201")
     if genotype.cells is not None and kwargs.get("layers") is None:  # one genotype per cell fixes the depth
         kwargs["layers"] = len(genotype.cells)
-    net = NetworkImageNet if dataset == "imagenet" else NetworkCIFAR
-    return net(genotype, num_classes=num_classes, **kwargs)
+    return build_network(space_of(genotype).network_for(dataset), genotype, num_classes=num_classes, **kwargs)
 
 
 def count_parameters(model: nn.Module, exclude_aux: bool = True) -> int:

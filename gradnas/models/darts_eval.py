@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import GradnasError
-from ..genotypes import CellGenotype, Genotype
+from ..genotypes import CellGenotype, Genotype, space_of
 from ..spaces.blocks import drop_path, imagenet_stems
 from ..spaces.ops import FactorizedReduce, ReLUConvBN, build_op
 
@@ -21,7 +21,8 @@ FIRST_NODE = 2  # nodes 0 and 1 are the two preprocessed cell inputs
 class EvalCell(nn.Module):
     """A discrete cell: each node sums its genotype pairs' op outputs; the output concatenates ``concat``."""
 
-    def __init__(self, genotype: CellGenotype, C_pp: int, C_p: int, C: int, reduction: bool, reduction_prev: bool):
+    def __init__(self, genotype: CellGenotype, C_pp: int, C_p: int, C: int, reduction: bool, reduction_prev: bool,
+                 ops: str = "darts"):
         super().__init__()
         self.reduction = reduction
         # After a reduction cell c_{k-2} has twice the resolution of c_{k-1}, so it must be halved too.
@@ -35,7 +36,7 @@ class EvalCell(nn.Module):
                 raise GradnasError(f"node {n} of genotype {genotype} has no inputs or reads a node not before it")
             # Only edges leaving the cell inputs change resolution in a reduction cell.
             self.nodes.append(nn.ModuleList(
-                build_op("darts", op, C, 2 if reduction and src < FIRST_NODE else 1, affine=True) for op, src in pairs))
+                build_op(ops, op, C, 2 if reduction and src < FIRST_NODE else 1, affine=True) for op, src in pairs))
             sources.append(tuple(src for _, src in pairs))
         self.sources = tuple(sources)
         # Cell inputs are not concatenable: in a reduction cell they have the wrong resolution.
@@ -84,7 +85,7 @@ class _DartsEvalNetwork(nn.Module):
 
     def _build_body(self, genotype: Genotype, C: int, num_classes: int, layers: int, auxiliary: bool,
                     drop_path_prob: float, C_stem: int, reduction_prev: bool, aux_pool_stride: int, aux_bn: bool):
-        if genotype.space != "darts":
+        if not {"cifar", "imagenet"} & set(space_of(genotype).networks):
             raise GradnasError(f"a DARTS evaluation net needs a darts-space genotype, got {genotype.space!r}")
         if genotype.cells is not None and len(genotype.cells) != layers:
             raise GradnasError(f"the genotype has {len(genotype.cells)} cell genotypes, one per cell; "
@@ -97,7 +98,7 @@ class _DartsEvalNetwork(nn.Module):
         for i in range(layers):
             reduction = i in (layers // 3, 2 * layers // 3)
             C_curr *= 2 if reduction else 1
-            cell = EvalCell(genotype.cell(i, reduction), C_pp, C_p, C_curr, reduction, reduction_prev)
+            cell = EvalCell(genotype.cell(i, reduction), C_pp, C_p, C_curr, reduction, reduction_prev, genotype.space)
             self.cells.append(cell)
             reduction_prev = reduction
             C_pp, C_p = C_p, cell.multiplier * C_curr

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import GradnasError
-from ..genotypes import CellGenotype, Genotype
+from ..genotypes import CellGenotype, Genotype, space_of
 from ..spaces.blocks import ResidualBlock
 from ..spaces.ops import build_op
 
@@ -16,7 +16,7 @@ class InferCell(nn.Module):
     ``none`` edges add zero, so they are neither built nor run; a node whose edges are all ``none`` is zero.
     """
 
-    def __init__(self, genotype: CellGenotype, C: int):
+    def __init__(self, genotype: CellGenotype, C: int, ops: str = "nb201"):
         super().__init__()
         self.nodes = nn.ModuleList()
         sources = []
@@ -24,7 +24,7 @@ class InferCell(nn.Module):
             if any(not 0 <= i < j for _, i in pairs):
                 raise GradnasError(f"node {j} of genotype {genotype} reads a node that is not before it")
             live = [(op, i) for op, i in pairs if op != "none"]
-            self.nodes.append(nn.ModuleList(build_op("nb201", op, C, 1, affine=True) for op, _ in live))
+            self.nodes.append(nn.ModuleList(build_op(ops, op, C, 1, affine=True) for op, _ in live))
             sources.append(tuple(i for _, i in live))
         self.sources = tuple(sources)
 
@@ -45,14 +45,14 @@ class NB201Network(nn.Module):
 
     def __init__(self, genotype: Genotype, C: int = 16, N: int = 5, num_classes: int = 10, in_channels: int = 3):
         super().__init__()
-        if genotype.space != "nb201":
+        if "nb201" not in space_of(genotype).networks:
             raise GradnasError(f"NB201Network needs an nb201-space genotype, got {genotype.space!r}")
         self.stem = nn.Sequential(nn.Conv2d(in_channels, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
         blocks: list[nn.Module] = []
         for stage, width in enumerate((C, 2 * C, 4 * C)):
             if stage:
                 blocks.append(ResidualBlock(width // 2, width))
-            blocks += [InferCell(genotype.cell(stage * N + k, False), width) for k in range(N)]
+            blocks += [InferCell(genotype.cell(stage * N + k, False), width, genotype.space) for k in range(N)]
         self.cells = nn.Sequential(*blocks)
         self.lastact = nn.Sequential(nn.BatchNorm2d(4 * C), nn.ReLU())
         self.global_pooling = nn.AdaptiveAvgPool2d(1)

@@ -7,9 +7,10 @@ all live here.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
+import torch.nn as nn
 
 from ..registry import Registry
 from .model import SearchModel
@@ -48,20 +49,56 @@ def replayed(state: tuple[torch.Tensor, torch.Tensor | None] | None, device: tor
         set_rng_state(current, device)
 
 
+def weight_step(model: nn.Module, criterion, optimizer: torch.optim.Optimizer, weights: list[torch.Tensor],
+                batch: tuple[torch.Tensor, torch.Tensor], grad_clip: float,
+                reduce: Callable[[list[torch.Tensor]], Any] | None = None,
+                scaler: torch.amp.GradScaler | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One SGD step on the training loss with gradient-norm clipping; returns the detached loss and logits.
+
+    ``reduce`` averages the gradients over data-parallel ranks; ``scaler`` scales a float16 loss.
+    """
+    x, y = batch
+    optimizer.zero_grad(set_to_none=True)
+    logits = model(x)
+    loss = criterion(logits, y)
+    (loss if scaler is None else scaler.scale(loss)).backward(inputs=weights)  # no architecture gradients
+    if reduce is not None:
+        reduce([p.grad for p in weights if p.grad is not None])
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    nn.utils.clip_grad_norm_(weights, grad_clip)
+    if scaler is None:
+        optimizer.step()
+    else:
+        scaler.step(optimizer)
+        scaler.update()
+    return loss.detach(), logits.detach()
+
+
 @ARCH_UPDATES.register("none")
 class NoArchUpdate:
-    """Single-level training: the architecture is not learned by gradient (IS-DARTS)."""
+    """Single-level training: the architecture is not learned by gradient (IS-DARTS).
+
+    The update owns both steps of an iteration: ``weight_step`` (every method) and ``arch_step`` (bilevel
+    methods), so a method that perturbs the weights or α around the weight step (SDARTS) is an update of its
+    own, and the loop stays as it is.
+    """
 
     uses_validation = False
 
-    def __init__(self, model: SearchModel, **_):
-        self.model = model
+    def __init__(self, model: SearchModel, criterion: Callable | None = None, **_):
+        self.model, self.criterion = model, criterion
         # Set by a data-parallel run to average every gradient over the ranks (in place).
         self.reduce: Callable[[list[torch.Tensor]], list[torch.Tensor]] = lambda grads: grads
         self.scaler: torch.amp.GradScaler | None = None  # float16 autocast only
 
     def active(self, epoch: int) -> bool:
         return False
+
+    def weight_step(self, batch: Batch, optimizer: torch.optim.Optimizer, weights: list[torch.Tensor],
+                    grad_clip: float, scaler: torch.amp.GradScaler | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step of the weights on the training loss (:func:`weight_step`); returns the loss and logits."""
+        return weight_step(self.model, self.criterion, optimizer, weights, batch, grad_clip, self.reduce, scaler)
 
     def state_dict(self) -> dict:
         return {}
@@ -85,12 +122,12 @@ class Bilevel(NoArchUpdate):
     def __init__(self, model: SearchModel, criterion: Callable, order: int = 1, lr: float = 3e-4,
                  betas: tuple[float, float] = (0.5, 0.999), weight_decay: float = 1e-3, warmup_epochs: int = 0,
                  fd_radius: float = 1e-2, grad_clip: float = 0.0):
-        super().__init__(model)
+        super().__init__(model, criterion)
         self.grad_clip = grad_clip  # > 0: clip the architecture gradient's norm (PC-DARTS's ImageNet search)
         self.fd_radius = fd_radius  # ε = fd_radius / ‖v‖ in the finite difference (0.01 in DARTS)
         if order not in (1, 2):
             raise ValueError(f"order must be 1 or 2, got {order}")
-        self.criterion, self.order, self.warmup_epochs = criterion, order, warmup_epochs
+        self.order, self.warmup_epochs = order, warmup_epochs
         groups = model.arch.param_groups()  # G-DARTS-A's attention: no weight decay
         self.arch_params = [p for g in groups for p in g["params"]]
         self.optimizer = torch.optim.Adam(groups, lr=lr, betas=tuple(betas), weight_decay=weight_decay)

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import torch
 import torch.nn as nn
@@ -36,11 +36,11 @@ from ..runlog import RunLog, environment, log
 from ..rundir import RunDir, RunOwner, write_atomic
 from ..runtime import FiniteGuard, autocast_dtype, resolve_device, stopped, warn_if_at_chance
 from ..selection import derive_genotype
-from ..spaces import DEFAULT_OPS, NB201_OPS, SPACES
+from ..spaces import NB201_OPS, SPACES
 from ..spaces.blocks import drop_running_stats
-from .bilevel import ARCH_UPDATES
+from .bilevel import ARCH_UPDATES, weight_step  # noqa: F401  (weight_step: benchmarks and tests call it here)
 from .checkpoint import load_checkpoint, nonfinite, rng_state, save_atomic, seed_everything, set_rng_state
-from .hooks import build_hooks
+from .hooks import SearchContext, build_hooks
 from .model import SearchModel
 
 CHECKPOINT = "checkpoint.pt"
@@ -64,15 +64,15 @@ def edge_choice(config: SearchConfig) -> tuple[str, dict[str, Any]]:
 
 def build_search_model(config: SearchConfig, num_classes: int, in_channels: int = 3) -> SearchModel:
     """Supernet of the configured space with the configured edge, bound to its parameterisation."""
-    op_names = tuple(config.ops) if config.ops else DEFAULT_OPS[config.space]
-    edge, edge_options = edge_choice(config)
     space = SPACES[config.space]
-    space_options = getattr(space, "options_from_config", lambda cfg: {})(config)
-    net = space(C=config.channels, num_classes=num_classes, layers=config.layers, in_channels=in_channels,
-                op_names=op_names, edge=edge, edge_options=edge_options, **space_options)
+    op_names = tuple(config.ops) if config.ops else space.default_ops
+    edge, edge_options = edge_choice(config)
+    net = space.supernet(C=config.channels, num_classes=num_classes, layers=config.layers, in_channels=in_channels,
+                         op_names=op_names, edge=edge, edge_options=edge_options, **space.supernet_options(config))
     arch_cls = ARCHITECTURES[config.arch]
-    if arch_cls.per_cell and config.space != "darts":
-        raise GradnasError(f"architecture {config.arch!r} gives one genotype per cell; only the darts space has those")
+    if arch_cls.per_cell and not space.per_cell:
+        per_cell = ", ".join(s for s in SPACES if SPACES[s].per_cell)
+        raise GradnasError(f"architecture {config.arch!r} gives one genotype per cell; only {per_cell} genotypes have those")
     arch = arch_cls(net.cell_types, net.op_names, net.in_degrees, **arch_cls.options_from_config(config))
     if not config.bn_running_stats:
         drop_running_stats(net)
@@ -117,32 +117,6 @@ def weight_lr_schedule(optimizer: torch.optim.Optimizer, config: SearchConfig,
     def factor(t: int) -> float:
         return (t + 1) / warm if t < warm else floor + (1 - floor) * (1 + math.cos(math.pi * t / period)) / 2
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def weight_step(model: nn.Module, criterion, optimizer: torch.optim.Optimizer, weights: list[torch.Tensor],
-                batch: tuple[torch.Tensor, torch.Tensor], grad_clip: float,
-                reduce: Callable[[list[torch.Tensor]], Any] | None = None,
-                scaler: torch.amp.GradScaler | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One SGD step on the training loss with gradient-norm clipping; returns the detached loss and logits.
-
-    ``reduce`` averages the gradients over data-parallel ranks; ``scaler`` scales a float16 loss.
-    """
-    x, y = batch
-    optimizer.zero_grad(set_to_none=True)
-    logits = model(x)
-    loss = criterion(logits, y)
-    (loss if scaler is None else scaler.scale(loss)).backward(inputs=weights)  # no architecture gradients
-    if reduce is not None:
-        reduce([p.grad for p in weights if p.grad is not None])
-    if scaler is not None:
-        scaler.unscale_(optimizer)
-    nn.utils.clip_grad_norm_(weights, grad_clip)
-    if scaler is None:
-        optimizer.step()
-    else:
-        scaler.step(optimizer)
-        scaler.update()
-    return loss.detach(), logits.detach()
 
 
 def place_model(model: SearchModel, config: SearchConfig, device: torch.device) -> torch.memory_format:
@@ -193,7 +167,7 @@ class Searcher(RunOwner):
     def _setup(self, dataset: Data | None, state: dict[str, Any] | None) -> None:
         config = self.config
         # A table named explicitly must be sound before the search starts; $GRADNAS_NB201_TABLE only warns at the end.
-        named = config.space == "nb201" and config.nb201_table
+        named = SPACES[config.space].benchmark == "nb201" and config.nb201_table
         self.nb201_table = NB201Table.from_path(config.nb201_table) if named else None
         self.data = (search_data(dataset) if dataset is not None
                      else load_dataset(config.data, config.data_root, image_size=config.image_size))
@@ -221,7 +195,9 @@ class Searcher(RunOwner):
         self._build_loaders()
         self.steps = min(len(self.train_loader), config.steps_per_epoch or len(self.train_loader))
         self.scheduler = weight_lr_schedule(self.optimizer, config, self.steps)
-        self.hooks = build_hooks(config, self)
+        self.context = SearchContext(config, self.model, self.out, self.device, self.memory_format, self.data,
+                                     self.train_loader, self.val_loader, self.reduce)
+        self.hooks = build_hooks(self.context)
         self.start_epoch = 0
         self.history: list[dict[str, Any]] = []
         if state is not None:
@@ -298,7 +274,7 @@ class Searcher(RunOwner):
     # -- the loop ---------------------------------------------------------------------------------
     def genotype(self) -> Genotype:
         """A hook's genotype (shrinking: the survivors) or the selection rule's, with the supernet's concat."""
-        genotype = next((g for g in (hook.genotype(self) for hook in self.hooks) if g is not None), None)
+        genotype = next((g for g in (hook.genotype(self.context) for hook in self.hooks) if g is not None), None)
         genotype = genotype or derive_genotype(self.model.arch, self.config.space, self.config.selection)
         return with_concat(genotype, self.model.net.concat)
 
@@ -321,13 +297,13 @@ class Searcher(RunOwner):
             for epoch in range(self.start_epoch, c.epochs):
                 started = time.perf_counter()
                 for hook in self.hooks:
-                    hook.on_epoch_start(self, epoch)
+                    hook.on_epoch_start(self.context, epoch)
                 stats = self.train_epoch(epoch, steps, bar)
                 record = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], **stats}
                 if not c.lr_per_step:
                     self.scheduler.step()
                 for hook in self.hooks:
-                    record.update(hook.on_epoch_end(self, epoch) or {})
+                    record.update(hook.on_epoch_end(self.context, epoch) or {})
                 genotype = self.genotype()
                 if genotype.cells is not None:  # per-cell search: how many different cells the network has now
                     record["distinct_cells"] = len(set(genotype.cells))
@@ -360,7 +336,7 @@ class Searcher(RunOwner):
             log.warning("no cell diagrams: %s", err)
         else:
             paths["diagrams"] = viz.draw_genotype(genotype, self.out)
-        if c.space == "nb201":
+        if SPACES[c.space].benchmark == "nb201":
             paths.update(self._nb201_report(genotype))
         return SearchResult(genotype, self.history, paths, self.model)
 
@@ -396,8 +372,7 @@ class Searcher(RunOwner):
                 xv = xv.contiguous(memory_format=self.memory_format)
                 val_loss, val_logits = self.update.arch_step((x, y), (xv, yv), self.optimizer)
                 totals[2:4] += torch.stack([val_loss * len(yv), (val_logits.argmax(1) == yv).sum()])
-            loss, logits = weight_step(model, self.criterion, self.optimizer, self.weights, (x, y), c.grad_clip,
-                                       self.reduce, self.scaler)
+            loss, logits = self.update.weight_step((x, y), self.optimizer, self.weights, c.grad_clip, self.scaler)
             if c.lr_per_step:
                 self.scheduler.step()
             totals[0:2] += torch.stack([loss * len(y), (logits.argmax(1) == y).sum()])
@@ -430,8 +405,7 @@ class Searcher(RunOwner):
         if self.update.active(self.config.arch_warmup_epochs):
             xv, yv = next(iter(self.val_loader))
             self.update.arch_step((x, y), (xv.contiguous(memory_format=self.memory_format), yv), self.optimizer)
-        weight_step(self.model, self.criterion, self.optimizer, self.weights, (x, y), self.config.grad_clip,
-                    self.reduce, self.scaler)
+        self.update.weight_step((x, y), self.optimizer, self.weights, self.config.grad_clip, self.scaler)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         report = {

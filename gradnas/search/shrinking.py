@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable
 
 import torch
 
@@ -26,11 +26,7 @@ from ..rundir import write_atomic
 from ..selection.importance import IMPORTANCE, mean_per_type, mixed_op
 from ..selection.shrinking import (Subset, comparable, comparison_subsets, shrink, shrink_epochs, survivor_cell,
                                    survivors)
-from .hooks import HOOKS, Hook
-
-if TYPE_CHECKING:
-    from ..config import SearchConfig
-    from .loop import Searcher
+from .hooks import HOOKS, Hook, SearchContext
 
 Scores = dict[str, torch.Tensor]  # cell type → (E, |O|) importance, NaN where removed
 PLOT = "importance.png"
@@ -38,9 +34,10 @@ PLOT = "importance.png"
 
 @HOOKS.register("shrinking")
 class ProgressiveShrinking(Hook):
-    def __init__(self, config: "SearchConfig", searcher: "Searcher"):
-        super().__init__(config, searcher)
-        self.model, self.out = searcher.model, searcher.out
+    def __init__(self, context: SearchContext):
+        super().__init__(context)
+        config = context.config
+        self.model, self.out = context.model, context.out
         arch = self.model.arch
         self.space, self.op_names, self.cell_types = config.space, arch.op_names, arch.cell_types
         self.types = tuple(dict.fromkeys(arch.cell_types))
@@ -49,20 +46,20 @@ class ProgressiveShrinking(Hook):
         self.measure = IMPORTANCE[config.importance]
         if config.iim_every < 0:
             raise GradnasError(f"iim_every must be >= 0, got {config.iim_every}")
-        self.samples = self._samples(searcher) if config.importance == "fisher" else None
-        self.labels = _labels(config.space, arch.in_degrees, arch.op_names)
+        self.samples = self._samples(context) if config.importance == "fisher" else None
+        self.labels = _labels(arch.in_degrees, arch.op_names)
         self.alive = {t: torch.ones(arch.num_edges, len(arch.op_names), dtype=torch.bool) for t in self.types}
         self.steps_done = 0
         self.history: list[tuple[int, Scores]] = []  # (completed epoch, scores) of every measurement
 
-    def _samples(self, searcher: "Searcher") -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    def _samples(self, context: SearchContext) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
         """docs/methods.md §5.1: N fixed images of the validation data (else the training data), unaugmented, in
         near-equal batches of at most ``batch_size``; N = 0 or None: one pass over the training loader, as
         the authors' code does."""
         n, c = self.config.iim_samples, self.config
         if not n:
-            return searcher.train_loader
-        pool = searcher.val_loader or searcher.train_loader
+            return context.train_loader
+        pool = context.val_loader or context.train_loader
         if not isinstance(pool, DeviceLoader):
             raise GradnasError("iim_samples draws fixed images from data in memory; with streamed data pass "
                                "iim_samples 0 (one pass over the training loader)")
@@ -70,30 +67,30 @@ class ProgressiveShrinking(Hook):
             raise GradnasError(f"iim_samples must lie in 1..{len(pool.y)} (the images it draws from), got {n}")
         pick = torch.randperm(len(pool.y), generator=torch.Generator().manual_seed(c.seed))[:n].to(pool.x.device)
         batch = math.ceil(n / math.ceil(n / c.batch_size))
-        data = searcher.data
+        data = context.data
         return DeviceLoader(pool.x[pick], pool.y[pick], batch, data.mean, data.std, augment=None, shuffle=False,
-                            drop_last=False, device=searcher.device)
+                            drop_last=False, device=context.device)
 
     # -- measurement and removal ----------------------------------------------------------------------------
-    def statistic(self, searcher: "Searcher") -> Scores:
+    def statistic(self, context: SearchContext) -> Scores:
         """The measure's statistic of every alive candidate (F or α), averaged over the cells of each type."""
         batches = None
         if self.samples is not None:
-            fmt = searcher.memory_format
+            fmt = context.memory_format
             batches = ((x.contiguous(memory_format=fmt), y) for x, y in self.samples)
         totals = self.measure.collect(self.model, batches)
-        if searcher.reduce is not None:  # data parallel: the mean sums over the mean counts are the global mean
-            searcher.reduce(list(totals))
+        if context.reduce is not None:  # data parallel: the mean sums over the mean counts are the global mean
+            context.reduce(list(totals))
         means = mean_per_type(tuple(t.cpu() for t in totals), self.cell_types)
         return {t: m.masked_fill(~self.alive[t], math.nan) for t, m in means.items()}
 
-    def on_epoch_end(self, searcher: "Searcher", epoch: int) -> dict[str, Any] | None:
+    def on_epoch_end(self, context: SearchContext, epoch: int) -> dict[str, Any] | None:
         done = epoch + 1  # the schedule counts completed epochs from 1
         steps = [s for s, at in enumerate(self.schedule) if at == done]
         every = self.config.iim_every
         if not steps and not (every and done % every == 0):
             return None
-        stat = self.statistic(searcher)
+        stat = self.statistic(context)
         scores = {t: self.measure.importance(s) for t, s in stat.items()}
         self.history.append((done, scores))
         record = self._record(scores, stat)
@@ -140,10 +137,10 @@ class ProgressiveShrinking(Hook):
                 set_alive(t, self.alive[t])
 
     # -- genotype and state -----------------------------------------------------------------------------------
-    def genotype(self, searcher: "Searcher") -> Genotype | None:
+    def genotype(self, context: SearchContext) -> Genotype | None:
         """The survivors after the last step; before it, each subset's best alive candidates so far."""
         if self.samples is None:
-            latest = {t: self.measure.importance(s) for t, s in self.statistic(searcher).items()}  # α: at any time
+            latest = {t: self.measure.importance(s) for t, s in self.statistic(context).items()}  # α: at any time
         elif self.history:
             latest = self.history[-1][1]
         else:
@@ -161,10 +158,9 @@ class ProgressiveShrinking(Hook):
         self._apply()
 
 
-def _labels(space: str, in_degrees: tuple[int, ...], op_names: tuple[str, ...]) -> list[list[str]]:
+def _labels(in_degrees: tuple[int, ...], op_names: tuple[str, ...]) -> list[list[str]]:
     """Per edge and op, ``source>target:op`` (nodes numbered as in genotypes)."""
-    first = 2 if space == "darts" else 1
-    edges = [(source, node) for node, degree in enumerate(in_degrees, first) for source in range(degree)]
+    edges = [(source, node) for node, degree in enumerate(in_degrees, in_degrees[0]) for source in range(degree)]
     return [[f"{s}>{n}:{op}" for op in op_names] for s, n in edges]
 
 

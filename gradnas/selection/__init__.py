@@ -3,17 +3,17 @@ from __future__ import annotations
 
 from ..arch.base import Architecture
 from ..genotypes import Genotype
+from ..spaces import SPACES
 from .rules import RULES, argmax_per_edge, top2_edges
-
-DEFAULT_RULE = {"darts": "darts", "nb201": "argmax"}
 
 
 def derive_genotype(arch: Architecture, space: str, rule: str | None = None) -> Genotype:
-    """Apply a rule to every cell's weights; per-cell architectures give one genotype per cell."""
-    select = RULES[rule or DEFAULT_RULE[space]]
+    """Apply a rule (default: the space's) to every cell's weights; per-cell architectures give one genotype per
+    cell."""
+    select = RULES[rule or SPACES[space].rule]
     cells = [select(w, arch.op_names, arch.in_degrees) for w in arch.selection_weights()]
     first = {kind: cells[arch.cell_types.index(kind)] for kind in ("normal", "reduce") if kind in arch.cell_types}
     return Genotype(space, first["normal"], first.get("reduce"), tuple(cells) if arch.per_cell else None)
 
 
-__all__ = ["RULES", "DEFAULT_RULE", "derive_genotype", "top2_edges", "argmax_per_edge"]
+__all__ = ["RULES", "derive_genotype", "top2_edges", "argmax_per_edge"]

@@ -1,7 +1,8 @@
 """Rules that turn a cell's (E, |O|) weight matrix into a discrete cell genotype.
 
 Weights are ranked in their own precision (float64 weights stay float64), as the authors' code ranks its
-tensors: a cast to float32 would tie weights that differ only beyond its precision."""
+tensors: a cast to float32 would tie weights that differ only beyond its precision. ``in_degrees`` gives each
+node's incoming edges; node n reads the n states before it, so the first node's number is its in-degree."""
 from __future__ import annotations
 
 import torch
@@ -32,7 +33,7 @@ def top2_edges(W: torch.Tensor, op_names: tuple[str, ...], in_degrees: tuple[int
     for start, degree in _node_slices(in_degrees):
         order = sorted(range(degree), key=lambda j: -best_weight[start + j].item())  # sorted() is stable
         nodes.append(tuple((op_names[int(best_op[start + j])], j) for j in order[:2]))
-    return CellGenotype(tuple(nodes), tuple(range(2, 2 + len(in_degrees))))
+    return CellGenotype(tuple(nodes), tuple(range(in_degrees[0], in_degrees[0] + len(in_degrees))))
 
 
 @RULES.register("argmax")
@@ -41,4 +42,4 @@ def argmax_per_edge(W: torch.Tensor, op_names: tuple[str, ...], in_degrees: tupl
     best = W.detach().cpu().argmax(dim=1).tolist()
     nodes = tuple(tuple((op_names[best[start + j]], j) for j in range(degree))
                   for start, degree in _node_slices(in_degrees))
-    return CellGenotype(nodes, (len(in_degrees),))
+    return CellGenotype(nodes, (in_degrees[-1],))

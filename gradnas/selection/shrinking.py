@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import GradnasError
-from ..genotypes import CellGenotype, nb201_from_edges
+from ..genotypes import CellGenotype
+from ..spaces import SPACES
 
 
 @dataclass(frozen=True)
@@ -25,10 +26,6 @@ class Subset:
     node: int            # the node its candidates enter (DARTS numbering 2..5, NB201 1..3)
     edges: tuple[int, ...]  # the edges it spans, in order
 
-
-#: Per space: whether a subset is one edge or all edges into a node, how many candidates it keeps, and
-#: whether ``none`` may survive (the DARTS genotype has no zero edges; NB201 cells may hold them).
-SUBSET_RULES = {"nb201": ("edge", 1, True), "darts": ("node", 2, False)}
 
 
 def shrink_steps(rate: float) -> int:
@@ -60,10 +57,10 @@ def removal_count(alive: int, keep: int, steps: int, step: int) -> int:
 
 
 def comparison_subsets(space: str, in_degrees: tuple[int, ...], n_ops: int) -> list[Subset]:
-    grouping, keep, _ = SUBSET_RULES[space]
-    first_node = 2 if space == "darts" else 1
+    """The space's subsets (``SearchSpace.shrink``): one per edge, or one per node, each keeping ``keep``."""
+    grouping, keep = SPACES[space].shrink.grouping, SPACES[space].shrink.keep
     subsets, edge = [], 0
-    for node, degree in enumerate(in_degrees, first_node):
+    for node, degree in enumerate(in_degrees, in_degrees[0]):  # node n has n inputs
         edges = tuple(range(edge, edge + degree))
         groups = [edges] if grouping == "node" else [(e,) for e in edges]
         for group in groups:
@@ -75,7 +72,7 @@ def comparison_subsets(space: str, in_degrees: tuple[int, ...], n_ops: int) -> l
 
 def comparable(space: str, scores: torch.Tensor, op_names: tuple[str, ...]) -> torch.Tensor:
     """``scores`` as subsets compare them: where ``none`` may not survive it ranks below everything."""
-    if SUBSET_RULES[space][2] or "none" not in op_names:
+    if SPACES[space].shrink.none_survives or "none" not in op_names:
         return scores
     scores = scores.clone()
     scores[:, op_names.index("none")] = float("-inf")
@@ -118,8 +115,10 @@ def survivors(scores: torch.Tensor | None, alive: torch.Tensor, subsets: list[Su
 def survivor_cell(space: str, chosen: list[list[int]], subsets: list[Subset],
                   op_names: tuple[str, ...]) -> CellGenotype:
     """The cell genotype of the chosen candidates of every subset (``survivors``' output)."""
-    n_ops = len(op_names)
-    if space == "nb201":
-        return nb201_from_edges([op_names[c[0] % n_ops] for c in chosen]).normal
-    nodes = tuple(tuple((op_names[i % n_ops], i // n_ops - s.edges[0]) for i in c) for c, s in zip(chosen, subsets))
-    return CellGenotype(nodes, tuple(range(2, 2 + len(nodes))))  # every node; the supernet's concat applies
+    n_ops, first_edge, pairs = len(op_names), {}, {}
+    for c, s in zip(chosen, subsets):
+        first_edge.setdefault(s.node, s.edges[0])  # subsets come in edge order: a node's first is its first edge
+        pairs.setdefault(s.node, []).extend((op_names[i % n_ops], i // n_ops - first_edge[s.node]) for i in c)
+    nodes = tuple(tuple(p) for p in pairs.values())
+    # The space's default output (every node of a concatenating cell: the supernet's concat applies later).
+    return CellGenotype(nodes, SPACES[space].cell.output(len(nodes)))

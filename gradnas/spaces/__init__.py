@@ -1,13 +1,8 @@
-"""Search spaces: supernets chosen by name. Each has ``space``, ``op_names``, ``cell_types`` and ``in_degrees``."""
-from ..registry import Registry
-from .darts import DartsSupernet
-from .nb201 import NB201Supernet
+"""Search spaces, each described by one registered :class:`SearchSpace` (``SPACES``): DARTS and NAS-Bench-201."""
+from .darts import DARTS, DartsSupernet
+from .nb201 import NB201, NB201Supernet
 from .ops import DARTS_OPS, NB201_OPS, OPS, build_op
+from .space import SPACES, CellFormat, SearchSpace, ShrinkSubsets, register_space
 
-SPACES: Registry = Registry("search space")
-SPACES.register("darts")(DartsSupernet)
-SPACES.register("nb201")(NB201Supernet)
-
-DEFAULT_OPS = {"darts": DARTS_OPS, "nb201": NB201_OPS}
-
-__all__ = ["SPACES", "DEFAULT_OPS", "DARTS_OPS", "NB201_OPS", "OPS", "build_op", "DartsSupernet", "NB201Supernet"]
+__all__ = ["SPACES", "DARTS", "NB201", "CellFormat", "SearchSpace", "ShrinkSubsets", "register_space", "DARTS_OPS",
+           "NB201_OPS", "OPS", "build_op", "DartsSupernet", "NB201Supernet"]

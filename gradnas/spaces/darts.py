@@ -12,7 +12,8 @@ from ..arch.base import CellWeights
 from .. import edges as edge_kinds  # a module import: gradnas.edges imports these spaces' ops in turn
 from ..errors import GradnasError
 from .blocks import imagenet_stems
-from .ops import DARTS_OPS, FactorizedReduce, ReLUConvBN
+from .ops import DARTS_OPS, OPS, FactorizedReduce, ReLUConvBN
+from .space import CellFormat, SearchSpace, ShrinkSubsets, register_space
 
 STEPS = 4
 IN_DEGREES = tuple(range(2, 2 + STEPS))  # node n (2..5) has n incoming edges
@@ -86,8 +87,6 @@ class DartsSupernet(nn.Module):
     ``imagenet_stem`` replaces the stem by the 8-fold down-sampling stems of PC-DARTS's 224-px search.
     """
 
-    space = "darts"
-
     def __init__(self, C: int = 16, num_classes: int = 10, layers: int = 8, in_channels: int = 3,
                  op_names: tuple[str, ...] = DARTS_OPS, edge: str = "mixed", edge_options: dict | None = None,
                  stem_multiplier: int = 3, steps: int = STEPS, multiplier: int | None = None,
@@ -122,12 +121,6 @@ class DartsSupernet(nn.Module):
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_p, num_classes)
 
-    @classmethod
-    def options_from_config(cls, config) -> dict:
-        cell = {k: v for k, v in (("steps", config.steps), ("multiplier", config.multiplier)) if v is not None}
-        return {"pool_bn": config.pool_bn, "final_bn_relu": config.final_bn_relu,
-                "imagenet_stem": config.imagenet_stem, **cell}
-
     def forward(self, x: torch.Tensor, weights: list[CellWeights]) -> torch.Tensor:
         if self.imagenet_stem:
             s0 = self.stem0(x)
@@ -137,3 +130,13 @@ class DartsSupernet(nn.Module):
         for cell, w in zip(self.cells, weights):
             s0, s1 = s1, cell(s0, s1, w)
         return self.classifier(self.global_pooling(self.lastact(s1)).flatten(1))
+
+
+# A discrete DARTS cell has no zero edges: the genotype rule never picks none (docs/methods.md §1.1); a genotype
+# may have any number of nodes, each with two inputs, and any concat list.
+DARTS = register_space(SearchSpace(
+    "darts", DartsSupernet, CellFormat(OPS["darts"], first_node=2, pairs_per_node=2, num_nodes=None, zero_op=False),
+    DARTS_OPS, rule="darts", networks=("cifar", "imagenet"), shrink=ShrinkSubsets("node", 2, False), nodes=STEPS,
+    input_names=("c_{k-2}", "c_{k-1}"), output_name="c_{k}", text_form="darts", reduction_cell=True, per_cell=True,
+    defaults={"layers": 8}, options=("steps", "multiplier", "pool_bn", "final_bn_relu", "imagenet_stem"),
+    conv_group_split=2))

@@ -32,7 +32,7 @@ from typing import Any
 from ..config import given_options
 from ..data import ImageDataset, check_cutout, load_dataset
 from ..errors import GradnasError
-from ..genotypes import Genotype, parse_genotype
+from ..genotypes import Genotype, parse_genotype, space_of
 from ..registry import Registry
 
 
@@ -144,7 +144,7 @@ def configure_training(overrides: dict[str, Any] | None = None,
     recipe given); returns the dataset so that training does not load it again."""
     given = _given(overrides, config_file)
     dataset = None
-    if not given.get("recipe") and _genotype(given).space == "darts":
+    if not given.get("recipe") and len(space_of(_genotype(given)).networks) > 1:
         dataset = load_dataset(given.get("data", TrainConfig.data), given.get("data_root"),
                                image_size=given.get("image_size"))
     return _resolve(given, dataset), dataset
@@ -173,9 +173,9 @@ def _resolve(given: dict[str, Any], dataset: ImageDataset | None) -> TrainConfig
 
 
 def default_recipe(genotype: Genotype, dataset: ImageDataset | None = None) -> str:
-    if genotype.space == "nb201":
-        return "nb201"
-    return "imagenet" if dataset is not None and dataset.image_size >= IMAGENET_MIN_SIZE else "cifar"
+    """The recipe named after the network the genotype's space builds for the data (``SearchSpace.network_for``)."""
+    large = dataset is not None and dataset.image_size >= IMAGENET_MIN_SIZE
+    return space_of(genotype).network_for("imagenet" if large else "cifar")
 
 
 def check_train_config(c: TrainConfig, genotype: Genotype) -> None:
@@ -204,8 +204,10 @@ def check_train_config(c: TrainConfig, genotype: Genotype) -> None:
         raise GradnasError(f"lr_schedule must be cosine or exponential, got {c.lr_schedule!r}")
     if c.warmup_epochs >= c.epochs:
         raise GradnasError(f"warmup_epochs ({c.warmup_epochs}) must be fewer than epochs ({c.epochs})")
-    if (genotype.space == "nb201") != (c.network == "nb201"):
-        fix = "--recipe nb201" if genotype.space == "nb201" else "a DARTS recipe (cifar, imagenet)"
+    networks = space_of(genotype).networks
+    if c.network not in networks:
+        fix = " or ".join(f"--recipe {n}" for n in networks) if "cifar" not in networks else \
+            "a DARTS recipe (cifar, imagenet)"
         raise GradnasError(f"a {genotype.space} genotype cannot build the {c.network} network; use {fix}")
     if c.network == "nb201" and (c.auxiliary or c.drop_path):
         raise GradnasError("the NB201 network has no auxiliary head or drop path: pass --no-auxiliary --drop-path 0")
