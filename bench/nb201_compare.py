@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from gradnas import methods  # noqa: F401  (registers every method preset)
 from gradnas.benchmarks.nb201 import NB201Table
-from gradnas.config import PRESETS, SearchConfig
+from gradnas.config import SearchConfig
+from gradnas.methods import PRESETS
 from gradnas.spaces import SPACES
 from gradnas.genotypes import format_arch_string, load_genotype
 from gradnas.spaces import NB201_OPS

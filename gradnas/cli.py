@@ -16,7 +16,7 @@ import typing
 from pathlib import Path
 
 from . import __version__
-from .config import PRESETS, RESUMABLE, SearchConfig, given_options, resolve_config
+from .config import RESUMABLE, SearchConfig, given_options, resolve_config
 from .errors import GradnasError
 from .genotypes import genotype_text
 
@@ -121,6 +121,7 @@ def _choices() -> dict[str, list[str]]:
     from .arch import ARCHITECTURES
     from .edges import EDGES
     from .search.bilevel import ARCH_UPDATES
+    from .methods import PRESETS
     from .search.hooks import HOOKS
     from .selection import RULES
     from .selection.importance import IMPORTANCE
@@ -168,7 +169,7 @@ def _add_config_options(parser: argparse.ArgumentParser, cls: type = SearchConfi
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import methods  # noqa: F401  (registers the presets listed in the help)
+    from .methods import PRESETS
     parser = argparse.ArgumentParser(prog="gradnas", description="Differentiable neural architecture search.")
     parser.add_argument("--version", action="version", version=f"gradnas {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every epoch")

@@ -13,13 +13,12 @@ import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
 from .data import check_cutout
 from .errors import GradnasError
-from .registry import Registry
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -119,15 +118,6 @@ FIELD_NAMES = {f.name for f in fields(SearchConfig)}
 RESUMABLE = frozenset({"out", "lr", "lr_min", "arch_lr", "grad_clip", "epochs", "log_every", "progress", "device",
                        "data_root", "nb201_table", "top_k"})
 
-#: A method preset is data: the published choices and hyper-parameters, possibly per space.
-PRESETS: Registry[Callable[[str], dict[str, Any]]] = Registry("method")
-PRESETS.register("darts")(lambda space: {})
-
-
-def _load_presets() -> None:
-    from . import methods  # noqa: F401  (registers every method's preset)
-
-
 def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
@@ -219,7 +209,7 @@ def given_options(cls: type, overrides: dict[str, Any] | None, config_file: str 
 
 def resolve_config(overrides: dict[str, Any] | None = None, config_file: str | Path | None = None) -> SearchConfig:
     """Build the effective configuration from the layers of defaults, a file and explicit values."""
-    _load_presets()
+    from .methods import PRESETS  # the methods import torch: only when a configuration is resolved
     given = given_options(SearchConfig, overrides, config_file)
     space = given.get("space", SearchConfig.space)
     method = given.get("method", SearchConfig.method)

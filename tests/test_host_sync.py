@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from gradnas.config import PRESETS, resolve_config
+from gradnas.config import resolve_config
+from gradnas.methods import PRESETS
 from gradnas.profiling import DispatchCounter, HostSyncError, HostSyncGuard, optimizer_host_tensors
 from gradnas.search.bilevel import ARCH_UPDATES
 from gradnas.search.loop import build_search_model, weight_step

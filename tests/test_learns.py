@@ -15,12 +15,12 @@ import pytest
 
 from gradnas.arch.masks import BinaryMasks
 from gradnas.cli import main
-from gradnas.config import PRESETS, _load_presets, resolve_config
+from gradnas.config import resolve_config
+from gradnas.methods import PRESETS
 from gradnas.runtime import warn_if_at_chance
 from gradnas.search import search
 from gradnas.train import TrainConfig, train
 
-_load_presets()
 #: Presets that search only the DARTS space (one genotype per cell); the others run on NB201, the cheaper one.
 GLOBAL = {"dnas", "pc-darts-global"}
 LEARNT = 20.0  # % training accuracy; chance is 10 % on both datasets

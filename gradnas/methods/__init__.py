@@ -1,6 +1,13 @@
-"""Method presets: each module registers its published defaults in ``config.PRESETS``.
+"""Method presets, registered here beside the methods they configure (``PRESETS``).
 
-A preset is data: a function of the search space returning the options it sets. Importing this package
-registers them all.
+A preset is data: a function of the search space returning the options it sets (the published choices and
+hyper-parameters, possibly per space). Importing this package registers them all.
 """
-from . import betadarts, dnas, gdarts, isdarts, pcdarts  # noqa: F401
+from typing import Any, Callable
+
+from ..registry import Registry
+
+PRESETS: Registry[Callable[[str], dict[str, Any]]] = Registry("method")
+PRESETS.register("darts")(lambda space: {})  # DARTS: the options' defaults
+
+from . import betadarts, dnas, gdarts, isdarts, pcdarts  # noqa: E402,F401  (each registers its presets)

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from ..arch import ARCHITECTURES, SoftmaxAlpha
-from ..config import PRESETS
+from . import PRESETS
 from ..errors import GradnasError
 from ..search.hooks import HOOKS, Hook, SearchContext
 

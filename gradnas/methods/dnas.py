@@ -1,6 +1,6 @@
 """DNAS presets (docs/methods.md §6): global search, one cell architecture per cell, with the decoupled ψ or,
 as the paper's baseline, a free per-cell softmax ("PC-DARTS global")."""
-from ..config import PRESETS
+from . import PRESETS
 from ..errors import GradnasError
 from ..spaces import SPACES
 from ..spaces.ops import DARTS_OPS

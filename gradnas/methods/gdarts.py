@@ -3,7 +3,7 @@
 The paper's search settings are lost: DARTS first order with its defaults, the weight learning rate annealed
 to zero and cutout on during search [paper]; G-PC-DARTS-A keeps PC-DARTS's settings [interp].
 """
-from ..config import PRESETS
+from . import PRESETS
 from .pcdarts import pc_darts
 
 GROUPS = 4  # M; the grouped-convolution g is lost and defaults to M (docs/methods.md §4 [interp])

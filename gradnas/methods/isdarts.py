@@ -4,7 +4,7 @@ IS-DARTS: binary masks instead of α, single-level training on all the data, pro
 the information-based importance of op outputs. I-DARTS: the same measure, one selection after the last
 epoch (r = 1). S-DARTS: the same shrinking schedule ranked by DARTS's α, learned bilevel.
 """
-from ..config import PRESETS
+from . import PRESETS
 
 #: Published search settings per space (docs/methods.md §5.3): epochs T, shrink rate r, interval I, IIM images N.
 #: The shrink-rate study's rows (DARTS space, (r, I) = (0.5, 18), (0.25, 6), (0.1, 2), (0.05, 1)) shrink in

@@ -1,5 +1,5 @@
 """PC-DARTS presets (docs/methods.md §3): partial channels K=4 with edge normalisation, first order."""
-from ..config import PRESETS
+from . import PRESETS
 
 
 @PRESETS.register("pc-darts")
