@@ -27,7 +27,7 @@ HELP = {
     "train_portion": "share of the training set the weights train on; the rest is the validation part for α",
     "train_subset": "fraction of the training set drawn (seeded) as the search's train part; with --val-subset",
     "val_subset": "fraction drawn, disjoint from --train-subset, as the validation part (PC-DARTS ImageNet)",
-    "cutout": "cutout side in pixels during search (0: off)",
+    "cutout": "cutout side as a fraction of the image side during search (0.5: 16 px on 32-px CIFAR; 0: off)",
     "image_size": "resize images to this square side (default: as they are; image folders of mixed sizes: 64)",
     # supernet
     "space": "search space: {choices}",
