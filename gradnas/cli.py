@@ -17,118 +17,15 @@ from pathlib import Path
 
 from . import __version__
 from .config import RESUMABLE, SearchConfig, given_options, resolve_config
+from .options import PARTS
 from .errors import GradnasError
 from .genotypes import genotype_text
 
-HELP = {
-    # data
-    "data": "dataset: digits (built in), cifar10, cifar100, a .npz file or an image-folder directory",
-    "data_root": "where cifar10/cifar100 live or are downloaded to (else $GRADNAS_DATA, ~/.cache/gradnas/data)",
-    "train_portion": "share of the training set the weights train on; the rest is the validation part for α",
-    "train_subset": "fraction of the training set drawn (seeded) as the search's train part; with --val-subset",
-    "val_subset": "fraction drawn, disjoint from --train-subset, as the validation part (PC-DARTS ImageNet)",
-    "cutout": "cutout side as a fraction of the image side during search (0.5: 16 px on 32-px CIFAR; 0: off)",
-    "image_size": "resize images to this square side (default: as they are; image folders of mixed sizes: 64)",
-    # supernet
-    "space": "search space: {choices}",
-    "channels": "initial channels C of the supernet",
-    "layers": "cells (darts; default 8) or cells per stage (nb201; default 5)",
-    "ops": "candidate ops (default: the space's full set; DNAS drops none)",
-    "bn_running_stats": "every supernet BN keeps running statistics (--no-bn-running-stats: batch statistics)",
-    "cell_bn_running_stats": "the cells' BNs keep running statistics (IS-DARTS: off; stem, residual and final BN keep theirs)",
-    "steps": "darts: intermediate nodes per cell (default 4)",
-    "multiplier": "darts: the cell output concatenates its last k nodes (default: all)",
-    "pool_bn": "darts: a non-affine BN after the candidate pools (quark0's supernet; IS-DARTS: off)",
-    "final_bn_relu": "darts: BN + ReLU before the global pool (IS-DARTS's supernet)",
-    "imagenet_stem": "darts: the 8-fold down-sampling stems of a 224-px search (PC-DARTS ImageNet)",
-    # the method's parts
-    "method": "method preset, setting the published defaults below: {choices}",
-    "arch": "architecture parameterisation: {choices}",
-    "edge": "mixed-edge kind: {choices}",
-    "partial_k": "PC-DARTS: 1/K of each edge's channels go through the ops (1: all)",
-    "partial_sampling": "PC-DARTS channels through the ops: first (code), random (paper) or all (G-PC-DARTS-A)",
-    "edge_norm": "PC-DARTS edge normalisation: softmax of β over each node's incoming edges",
-    "skip_dropout": "DNAS: dropout on the skip_connect branch during search (DNAS 0.2; 0: off)",
-    "zero_one_weight": "DNAS: weight of the zero-one loss on σ(α), σ(γ) (DNAS 10; 0: off)",
-    "beta_softmax": "DNAS: softmax of β over all edges of a cell (layer) or over each node's edges (node)",
-    "groups": "G-DARTS-A: channel groups M of every edge",
-    "group_mode": "G-DARTS-A: exact (all groups through one shared op built for C/M channels) or split "
-                  "(a full-width op whose output is split into groups for attention)",
-    "conv_groups": "G-DARTS-A: groups g of every conv inside the candidate ops",
-    "group_attention": "G-DARTS-A: a learnt scale a[cell, edge, group], trained with α",
-    "attention_spread": "G-DARTS-A: initial attention evenly spaced in 1 ± spread",
-    "attention_sigmoid": "G-DARTS-A: pass the attention through an SE-style sigmoid",
-    "selection": "genotype rule: {choices} (default: darts in the darts space, argmax in nb201)",
-    "arch_update": "architecture update: {choices}",
-    "hooks": "per-epoch method hooks: {choices}",
-    "importance": "shrinking: rank candidates by {choices}",
-    "shrink_rate": "shrinking: rate r, S = round(1/r) steps",
-    "shrink_interval": "shrinking: epochs I between steps; the last step is I epochs before the end",
-    "iim_samples": "images per importance measurement (0: the whole training loader)",
-    "iim_every": "also measure importance every k epochs, for the plot (0: at the steps only)",
-    "shrink_window": "shrinking: put every step in the last W epochs (the paper's shrink-rate study: 20)",
-    # optimisation
-    "order": "DARTS approximation order: 1 or 2",
-    "epochs": "search epochs",
-    "batch_size": "batch size (per rank under torchrun)",
-    "lr": "weight learning rate (SGD), cosine-annealed to --lr-min",
-    "lr_min": "final weight learning rate",
-    "lr_per_step": "anneal the cosine every iteration (IS-DARTS) rather than every epoch",
-    "momentum": "SGD momentum",
-    "nesterov": "Nesterov momentum",
-    "weight_decay": "weight decay of the weights",
-    "grad_clip": "gradient-norm clip of the weights (0: off)",
-    "arch_lr": "architecture learning rate (Adam)",
-    "arch_betas": "Adam betas of the architecture optimiser",
-    "arch_weight_decay": "weight decay of the architecture parameters",
-    "arch_warmup_epochs": "epochs with the architecture frozen at the start (PC-DARTS 15)",
-    "lr_warmup_epochs": "epochs of linear weight-lr warm-up before the cosine (PC-DARTS ImageNet 5)",
-    "arch_grad_clip": "gradient-norm clip of the architecture parameters (PC-DARTS ImageNet 5; 0: off)",
-    # run
-    "out": "run directory",
-    "seed": "random seed",
-    "device": "auto (CUDA when present, else CPU), cpu, cuda or cuda:N",
-    "deterministic": "deterministic kernels (slower)",
-    "channels_last": "channels-last memory layout",
-    "amp": "mixed precision on GPUs: bfloat16 where supported, else float16 with loss scaling",
-    "compile": "torch.compile the supernet",
-    "sync_bn": "under torchrun, batch-norm statistics over all ranks",
-    "steps_per_epoch": "cap on iterations per epoch (quick looks, tests; default: a whole pass)",
-    "log_every": "non-finite-loss check and progress-bar update every N iterations",
-    "nb201_table": "NAS-Bench-201 accuracy table (.csv or .npz; else $GRADNAS_NB201_TABLE, else the packaged one)",
-    "top_k": "nb201: report the k most probable architectures under the final α",
-    "progress": "progress bar",
-}
-
-#: ``gradnas search --help`` groups; a SearchConfig field listed nowhere falls into "run".
-SEARCH_GROUPS = {
-    "data": ("data", "data_root", "image_size", "train_portion", "train_subset", "val_subset", "cutout"),
-    "supernet": ("space", "channels", "layers", "ops", "steps", "multiplier", "bn_running_stats",
-                 "cell_bn_running_stats", "pool_bn", "final_bn_relu", "imagenet_stem"),
-    "method parts": ("method", "arch", "edge", "partial_k", "partial_sampling", "edge_norm", "skip_dropout",
-                     "zero_one_weight", "beta_softmax", "groups", "group_mode", "conv_groups", "group_attention",
-                     "attention_spread", "attention_sigmoid", "selection", "arch_update", "hooks", "importance",
-                     "shrink_rate", "shrink_interval", "shrink_window", "iim_samples", "iim_every"),
-    "optimisation": ("order", "epochs", "batch_size", "lr", "lr_min", "lr_per_step", "momentum", "nesterov",
-                     "weight_decay", "grad_clip", "arch_lr", "arch_betas", "arch_weight_decay", "arch_warmup_epochs",
-                     "lr_warmup_epochs", "arch_grad_clip"),
-    "run": (),
-}
-
-
-def _choices() -> dict[str, list[str]]:
-    """Registered names of the options that pick a registry entry, for the help text."""
-    from .arch import ARCHITECTURES
-    from .edges import EDGES
-    from .search.bilevel import ARCH_UPDATES
-    from .methods import PRESETS
-    from .search.hooks import HOOKS
-    from .selection import RULES
-    from .selection.importance import IMPORTANCE
-    from .spaces import SPACES
-    return {"space": SPACES.names(), "method": PRESETS.names(), "arch": ARCHITECTURES.names(),
-            "edge": EDGES.names(), "selection": RULES.names(), "arch_update": ARCH_UPDATES.names(),
-            "hooks": HOOKS.names(), "importance": IMPORTANCE.names()}
+def _search_options() -> tuple[dict[str, str], dict[str, tuple[str, ...]], dict[str, list[str]]]:
+    """Help texts, groups (one per part) and registry choices of the search flags, from the parts' declarations."""
+    declared = [o for options in PARTS.values() for o in options]
+    groups = {part: tuple(o.name for o in options) for part, options in PARTS.items() if options}
+    return ({o.name: o.help for o in declared}, groups, {o.name: o.choices() for o in declared if o.choices})
 
 
 def _default(f: dataclasses.Field) -> object:
@@ -138,7 +35,7 @@ def _default(f: dataclasses.Field) -> object:
     return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
 
-def _add_config_options(parser: argparse.ArgumentParser, cls: type = SearchConfig, helps: dict[str, str] = HELP,
+def _add_config_options(parser: argparse.ArgumentParser, cls: type, helps: dict[str, str],
                         skip: tuple[str, ...] = (), groups: dict[str, tuple[str, ...]] | None = None,
                         choices: dict[str, list[str]] | None = None) -> None:
     """One flag per field of ``cls``, its help text followed by the default (argparse defaults stay None, so
@@ -188,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace the run that --out holds")
     p.add_argument("--dry-run", action="store_true",
                    help="build the supernet, take one step, print its size and memory, and stop")
-    _add_config_options(p, groups=SEARCH_GROUPS, choices=_choices())
+    helps, groups, choices = _search_options()
+    _add_config_options(p, SearchConfig, helps, groups=groups, choices=choices)
 
     p = sub.add_parser("show", help="print a genotype, its evaluation-network size, and draw its cells")
     p.add_argument("genotype", help="JSON file, run directory, DARTS text form, NB201 arch string or published name")

@@ -11,14 +11,17 @@ import math
 import sys
 import types
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from . import arch, edges, selection, spaces  # noqa: F401  (each part declares its options on import)
 from .data import check_cutout
 from .errors import GradnasError
+from .options import PARTS, Option, declare, ungroup
+from .search import bilevel, hooks, shrinking  # noqa: F401
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -26,91 +29,77 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
-@dataclass
-class SearchConfig:
-    # what to search, on what
-    space: str = "darts"
-    method: str = "darts"
-    data: str = "digits"
-    data_root: str | None = None
-    image_size: int | None = None        # resize images to this square side (None: as they are; mixed-size folders 64)
-    out: str = "runs/search"
-    # supernet
-    channels: int = 16
-    layers: int | None = None            # None: 8 cells (DARTS space), 5 per stage (NB201)
-    ops: list[str] | None = None         # None: the space's full op set
-    steps: int | None = None             # intermediate nodes per cell (DARTS space; None: 4)
-    multiplier: int | None = None        # DARTS space: the cell output concatenates its last k nodes (None: all)
-    bn_running_stats: bool = True        # False: every supernet BN normalises with batch statistics
-    cell_bn_running_stats: bool = True   # False: the BNs inside the cells do (IS-DARTS); stem, residual blocks
-                                         # and the final BN keep running statistics and use them in eval mode
-    pool_bn: bool = True                 # DARTS space: BN after the candidate pools (quark0; False: IS-DARTS)
-    final_bn_relu: bool = False          # DARTS space: BN + ReLU before the global pool (IS-DARTS; NB201 has it)
-    imagenet_stem: bool = False          # DARTS space: the 8-fold down-sampling stems of a 224-px search (PC-DARTS)
-    # the method's parts (docs/methods.md; each a registry name or an option of one)
-    arch: str = "softmax"                # architecture parameterisation
-    edge: str = "mixed"                  # mixed-edge kind
-    partial_k: int = 1                   # PC-DARTS: 1/K of the channels through the ops
-    partial_sampling: str = "first"      # PC-DARTS: "first" C/K channels (code), a "random" subset (paper), or
-                                         # "all" channels (G-PC-DARTS-A: K groups through the ops, then the shuffle)
-    edge_norm: bool = False              # PC-DARTS edge normalisation
-    skip_dropout: float = 0.0            # DNAS: dropout on the skip_connect branch during search
-    zero_one_weight: float = 0.0         # DNAS: weight of the zero-one loss on σ(α), σ(γ) (0: off)
-    beta_softmax: str = "layer"          # DNAS: softmax of β over a cell's edges ("layer") or per "node"
-    groups: int = 1                      # G-DARTS-A: channel groups M of every edge
-    group_mode: str = "exact"            # G-DARTS-A: "exact" (groups through one shared op) or "split" (full-width op)
-    conv_groups: int = 1                 # G-DARTS-A: groups g of the convs inside the candidate ops
-    group_attention: bool = False        # G-DARTS-A: learnable scale a[cell, edge, group]
-    attention_spread: float = 0.3        # G-DARTS-A: initial attention evenly spaced in 1 ± spread
-    attention_sigmoid: bool = False      # G-DARTS-A: SE-style sigmoid on the attention
-    selection: str | None = None         # None: the space's rule
-    arch_update: str = "bilevel"
-    hooks: list[str] = field(default_factory=list)  # per-epoch method hooks (e.g. progressive shrinking)
-    importance: str = "fisher"           # shrinking: rank by "fisher" information of op outputs, or "alpha"
-    shrink_rate: float = 0.25            # shrinking: r, S = round(1/r) steps
-    shrink_interval: int = 2             # shrinking: I epochs between steps; the last step is I epochs before the end
-    shrink_window: int | None = None     # shrinking: steps from epoch T − W on, not T − S·I (paper's rate study: 20)
-    iim_samples: int | None = 200        # images per importance measurement; 0 or None: the whole training loader
-    iim_every: int = 1                   # also measure importance every k epochs, for the plot (0: at steps only)
-    order: int = 1
-    # weight optimisation
-    epochs: int = 50
-    batch_size: int = 64
-    lr: float = 0.025
-    lr_min: float = 0.001
-    lr_per_step: bool = False            # cosine schedule updated every iteration (IS-DARTS), not every epoch
-    lr_warmup_epochs: int = 0            # linear warm-up lr·(e+1)/k over the first k epochs (PC-DARTS ImageNet)
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 3e-4
-    grad_clip: float = 5.0
-    # architecture optimisation
-    arch_lr: float = 3e-4
-    arch_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
-    arch_weight_decay: float = 1e-3
-    arch_warmup_epochs: int = 0
-    arch_grad_clip: float = 0.0          # clip the architecture gradient's norm (PC-DARTS ImageNet: 5; 0: off)
-    # data handling
-    train_portion: float = 0.5
-    train_subset: float | None = None    # fractions of the training set drawn (seeded, disjoint) as the search's
-    val_subset: float | None = None      # train / val parts instead of the train_portion split (PC-DARTS ImageNet)
-    cutout: float = 0.0                  # side of the cutout square as a fraction of the image side (0: off)
-    # run
-    seed: int = 0
-    device: str = "auto"
-    deterministic: bool = False
-    channels_last: bool = True
-    amp: bool = False                    # mixed precision: bf16 autocast where supported, else fp16 + scaling
-    compile: bool = False                # torch.compile the supernet (architecture weights stay tensor inputs)
-    sync_bn: bool = False                # data-parallel runs: batch statistics over all ranks
-    steps_per_epoch: int | None = None   # cap on iterations per epoch (quick looks, tests)
-    log_every: int = 20
-    nb201_table: str | None = None
-    top_k: int = 5
-    progress: bool = True
+def _method_names() -> list[str]:
+    from .methods import PRESETS  # the presets import the configuration's parts in turn
+    return PRESETS.names()
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+
+# The options of the search itself: its data, method, weight optimisation and run. The other parts declare
+# theirs where they are defined (gradnas.options).
+declare(
+    "data",
+    Option("data", str, 'digits',
+           'dataset: digits (built in), cifar10, cifar100, a .npz file or an image-folder directory'),
+    Option("data_root", str | None, None,
+           'where cifar10/cifar100 live or are downloaded to (else $GRADNAS_DATA, ~/.cache/gradnas/data)'),
+    Option("image_size", int | None, None,
+           'resize images to this square side (default: as they are; image folders of mixed sizes: 64)'),
+    Option("train_portion", float, 0.5,
+           'share of the training set the weights train on; the rest is the validation part for α'),
+    Option("train_subset", float | None, None,
+           "fraction of the training set drawn (seeded) as the search's train part; with --val-subset"),
+    Option("val_subset", float | None, None,
+           'fraction drawn, disjoint from --train-subset, as the validation part (PC-DARTS ImageNet)'),
+    Option("cutout", float, 0.0,
+           'cutout side as a fraction of the image side during search (0.5: 16 px on 32-px CIFAR; 0: off)'),
+)
+declare(
+    "method",
+    Option("method", str, 'darts',
+           'method preset, setting the published defaults below: {choices}', choices=_method_names),
+)
+declare(
+    "optimisation",
+    Option("epochs", int, 50, 'search epochs'),
+    Option("batch_size", int, 64, 'batch size (per rank under torchrun)'),
+    Option("lr", float, 0.025, 'weight learning rate (SGD), cosine-annealed to --lr-min'),
+    Option("lr_min", float, 0.001, 'final weight learning rate'),
+    Option("lr_per_step", bool, False, 'anneal the cosine every iteration (IS-DARTS) rather than every epoch'),
+    Option("lr_warmup_epochs", int, 0, 'epochs of linear weight-lr warm-up before the cosine (PC-DARTS ImageNet 5)'),
+    Option("momentum", float, 0.9, 'SGD momentum'),
+    Option("nesterov", bool, False, 'Nesterov momentum'),
+    Option("weight_decay", float, 0.0003, 'weight decay of the weights'),
+    Option("grad_clip", float, 5.0, 'gradient-norm clip of the weights (0: off)'),
+)
+declare(
+    "run",
+    Option("out", str, 'runs/search', 'run directory'),
+    Option("seed", int, 0, 'random seed'),
+    Option("device", str, 'auto', 'auto (CUDA when present, else CPU), cpu, cuda or cuda:N'),
+    Option("deterministic", bool, False, 'deterministic kernels (slower)'),
+    Option("channels_last", bool, True, 'channels-last memory layout'),
+    Option("amp", bool, False, 'mixed precision on GPUs: bfloat16 where supported, else float16 with loss scaling'),
+    Option("compile", bool, False, "torch.compile each cell structure once (cells of one shape share a graph)"),
+    Option("sync_bn", bool, False, 'under torchrun, batch-norm statistics over all ranks'),
+    Option("steps_per_epoch", int | None, None,
+           'cap on iterations per epoch (quick looks, tests; default: a whole pass)'),
+    Option("log_every", int, 20, 'non-finite-loss check and progress-bar update every N iterations'),
+    Option("nb201_table", str | None, None,
+           'NAS-Bench-201 accuracy table (.csv or .npz; else $GRADNAS_NB201_TABLE, else the packaged one)'),
+    Option("top_k", int, 5, 'nb201: report the k most probable architectures under the final α'),
+    Option("progress", bool, True, 'progress bar'),
+)
+
+
+def _to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+#: Every declared option as a field (defaults: DARTS on the DARTS space), grouped by the part that reads it.
+SearchConfig = dataclasses.make_dataclass(
+    "SearchConfig", [o.field() for options in PARTS.values() for o in options],
+    namespace={"to_dict": _to_dict, "__doc__": "A search's options: every part's declarations (gradnas.options).",
+               "__module__": __name__})
 
 
 FIELD_NAMES = {f.name for f in fields(SearchConfig)}
@@ -196,8 +185,11 @@ def resumed_config(cls: type, saved: dict[str, Any], changes: dict[str, Any], re
 def given_options(cls: type, overrides: dict[str, Any] | None, config_file: str | Path | None) -> dict[str, Any]:
     """The options of a config file, then the explicit ones (None: not given); names and types checked."""
     names = {f.name for f in fields(cls)}
-    parts = [(read_config_file(config_file) if config_file else {}, f"config file {config_file}"),
-             ({k: v for k, v in (overrides or {}).items() if v is not None}, "options")]
+    source = f"config file {config_file}"
+    from_file = read_config_file(config_file) if config_file else {}
+    if cls is SearchConfig:  # a search's config file may group its options by part
+        from_file = ungroup(from_file, source)
+    parts = [(from_file, source), ({k: v for k, v in (overrides or {}).items() if v is not None}, "options")]
     given: dict[str, Any] = {}
     for values, source in parts:
         unknown = sorted(set(values) - names)

@@ -1,4 +1,5 @@
 """Architecture parameterisations (chosen by name) and the optional parts that compose with them."""
+from ..options import Option, declare
 from ..registry import Registry
 from .attention import GroupAttention
 from .base import Architecture, CellModifier, CellWeights
@@ -15,3 +16,10 @@ ARCHITECTURES.register("masks")(BinaryMasks)
 
 __all__ = ["ARCHITECTURES", "Architecture", "BinaryMasks", "CellModifier", "CellWeights", "DecoupledPsi",
            "EdgeNormalization", "GroupAttention", "PerCellSoftmax", "SoftmaxAlpha", "zero_one_loss"]
+
+
+declare(
+    "architecture",
+    Option("arch", str, 'softmax', 'architecture parameterisation: {choices}', choices=ARCHITECTURES.names),
+    Option("edge_norm", bool, False, "PC-DARTS edge normalisation: softmax of β over each node's incoming edges"),
+)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ..options import Option, declare
 from .base import CellModifier
 
 
@@ -52,3 +53,11 @@ class GroupAttention(CellModifier):
         a = self.values().float()
         return {"attention": {"mean_per_cell": [[round(v, 4) for v in row] for row in a.mean(1).tolist()],
                               "min": round(a.min().item(), 4), "max": round(a.max().item(), 4)}}
+
+
+declare(
+    "architecture",
+    Option("group_attention", bool, False, 'G-DARTS-A: a learnt scale a[cell, edge, group], trained with α'),
+    Option("attention_spread", float, 0.3, 'G-DARTS-A: initial attention evenly spaced in 1 ± spread'),
+    Option("attention_sigmoid", bool, False, 'G-DARTS-A: pass the attention through an SE-style sigmoid'),
+)

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import GradnasError
+from ..options import Option, declare
 from .base import Architecture, CellWeights
 
 if TYPE_CHECKING:
@@ -94,3 +95,11 @@ class DecoupledPsi(Architecture):
             "beta_entropy": dict(zip(cells, entropy.tolist())),
             "sigmoid_gamma": {c: dict(zip(self.op_names, row)) for c, row in zip(cells, sg.tolist())},
         }}
+
+
+declare(
+    "architecture",
+    Option("zero_one_weight", float, 0.0, 'DNAS: weight of the zero-one loss on σ(α), σ(γ) (DNAS 10; 0: off)'),
+    Option("beta_softmax", str, 'layer',
+           "DNAS: softmax of β over all edges of a cell (layer) or over each node's edges (node)"),
+)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
+from ..options import Option, declare
 from ..registry import Registry
 from .groups import GROUP_MODES, ChannelGroupEdge
 from .mixed import MixedOp
@@ -51,3 +52,17 @@ def build_edge(kind: str, space: str, op_names: tuple[str, ...], C: int, stride:
 
 
 __all__ = ["EDGES", "ChannelGroupEdge", "MixedOp", "PartialChannelEdge", "build_edge", "channel_shuffle", "mixed_edge"]
+
+
+declare(
+    "edge",
+    Option("edge", str, 'mixed', 'mixed-edge kind: {choices}', choices=EDGES.names),
+    Option("partial_k", int, 1, "PC-DARTS: 1/K of each edge's channels go through the ops (1: all)"),
+    Option("partial_sampling", str, 'first',
+           'PC-DARTS channels through the ops: first (code), random (paper) or all (G-PC-DARTS-A)'),
+    Option("skip_dropout", float, 0.0, 'DNAS: dropout on the skip_connect branch during search (DNAS 0.2; 0: off)'),
+    Option("groups", int, 1, 'G-DARTS-A: channel groups M of every edge'),
+    Option("group_mode", str, 'exact',
+           'G-DARTS-A: exact (all groups through one shared op built for C/M channels) or split (a full-width op whose output is split into groups for attention)'),
+    Option("conv_groups", int, 1, 'G-DARTS-A: groups g of every conv inside the candidate ops'),
+)

@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.nn as nn
 
+from ..options import Option, declare
 from ..registry import Registry
 from .model import SearchModel
 
@@ -224,3 +225,16 @@ class Bilevel(NoArchUpdate):
             saved = {**saved, "param_groups": [{**saved["param_groups"][0], "weight_decay": g["weight_decay"],
                                                 "params": [index[p] for p in g["params"]]} for g in groups]}
         self.optimizer.load_state_dict(saved)
+
+
+declare(
+    "update",
+    Option("arch_update", str, 'bilevel', 'architecture update: {choices}', choices=ARCH_UPDATES.names),
+    Option("order", int, 1, 'DARTS approximation order: 1 or 2'),
+    Option("arch_lr", float, 0.0003, 'architecture learning rate (Adam)'),
+    Option("arch_betas", list[float], [0.5, 0.999], 'Adam betas of the architecture optimiser'),
+    Option("arch_weight_decay", float, 0.001, 'weight decay of the architecture parameters'),
+    Option("arch_warmup_epochs", int, 0, 'epochs with the architecture frozen at the start (PC-DARTS 15)'),
+    Option("arch_grad_clip", float, 0.0,
+           'gradient-norm clip of the architecture parameters (PC-DARTS ImageNet 5; 0: off)'),
+)

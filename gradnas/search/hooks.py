@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import torch
 
+from ..options import Option, declare
 from ..registry import Registry
 
 if TYPE_CHECKING:
@@ -61,3 +62,9 @@ class Hook:
 
 def build_hooks(context: SearchContext) -> list[Hook]:
     return [HOOKS[name](context) for name in context.config.hooks]
+
+
+declare(
+    "hooks",
+    Option("hooks", list[str], [], 'per-epoch method hooks: {choices}', choices=HOOKS.names),
+)

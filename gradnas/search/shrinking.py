@@ -22,6 +22,7 @@ from ..errors import GradnasError
 from ..extras import missing_extra
 from ..runlog import log
 from ..genotypes import Genotype, validate
+from ..options import Option, declare
 from ..rundir import write_atomic
 from ..selection.importance import IMPORTANCE, mean_per_type, mixed_op
 from ..selection.shrinking import (Subset, comparable, comparison_subsets, shrink, shrink_epochs, survivor_cell,
@@ -209,3 +210,15 @@ def plot_importance(history: list[tuple[int, Scores]], schedule: list[int], subs
                         wspace=0.3)
     write_atomic(path, lambda f: fig.savefig(f, format=Path(path).suffix[1:], dpi=100))
     return path
+
+
+declare(
+    "shrinking",
+    Option("importance", str, 'fisher', 'shrinking: rank candidates by {choices}', choices=IMPORTANCE.names),
+    Option("shrink_rate", float, 0.25, 'shrinking: rate r, S = round(1/r) steps'),
+    Option("shrink_interval", int, 2, 'shrinking: epochs I between steps; the last step is I epochs before the end'),
+    Option("shrink_window", int | None, None,
+           "shrinking: put every step in the last W epochs (the paper's shrink-rate study: 20)"),
+    Option("iim_samples", int | None, 200, 'images per importance measurement (0: the whole training loader)'),
+    Option("iim_every", int, 1, 'also measure importance every k epochs, for the plot (0: at the steps only)'),
+)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..arch.base import Architecture
 from ..genotypes import Genotype
+from ..options import Option, declare
 from ..spaces import SPACES
 from .rules import RULES, argmax_per_edge, top2_edges
 
@@ -17,3 +18,10 @@ def derive_genotype(arch: Architecture, space: str, rule: str | None = None) -> 
 
 
 __all__ = ["RULES", "derive_genotype", "top2_edges", "argmax_per_edge"]
+
+
+declare(
+    "selection",
+    Option("selection", str | None, None,
+           'genotype rule: {choices} (default: darts in the darts space, argmax in nb201)', choices=RULES.names),
+)

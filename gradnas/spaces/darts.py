@@ -11,6 +11,7 @@ import torch.nn as nn
 from ..arch.base import CellWeights
 from .. import edges as edge_kinds  # a module import: gradnas.edges imports these spaces' ops in turn
 from ..errors import GradnasError
+from ..options import Option, declare
 from .blocks import imagenet_stems
 from .ops import DARTS_OPS, OPS, FactorizedReduce, ReLUConvBN
 from .space import CellFormat, SearchSpace, ShrinkSubsets, register_space
@@ -140,3 +141,15 @@ DARTS = register_space(SearchSpace(
     input_names=("c_{k-2}", "c_{k-1}"), output_name="c_{k}", text_form="darts", reduction_cell=True, per_cell=True,
     defaults={"layers": 8}, options=("steps", "multiplier", "pool_bn", "final_bn_relu", "imagenet_stem"),
     conv_group_split=2))
+
+
+declare(
+    "supernet",
+    Option("steps", int | None, None, 'darts: intermediate nodes per cell (default 4)'),
+    Option("multiplier", int | None, None, 'darts: the cell output concatenates its last k nodes (default: all)'),
+    Option("pool_bn", bool, True,
+           "darts: a non-affine BN after the candidate pools (quark0's supernet; IS-DARTS: off)"),
+    Option("final_bn_relu", bool, False, "darts: BN + ReLU before the global pool (IS-DARTS's supernet)"),
+    Option("imagenet_stem", bool, False,
+           'darts: the 8-fold down-sampling stems of a 224-px search (PC-DARTS ImageNet)'),
+)

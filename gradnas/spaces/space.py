@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping
 
 import torch.nn as nn
 
+from ..options import Option, declare
 from ..registry import Registry
 from .ops import OPS
 
@@ -98,3 +99,16 @@ def register_space(space: SearchSpace) -> SearchSpace:
     SPACES.register(space.name)(space)
     OPS.setdefault(space.name, space.ops)
     return space
+
+
+declare(
+    "supernet",
+    Option("space", str, 'darts', 'search space: {choices}', choices=SPACES.names),
+    Option("channels", int, 16, 'initial channels C of the supernet'),
+    Option("layers", int | None, None, 'cells (darts; default 8) or cells per stage (nb201; default 5)'),
+    Option("ops", list[str] | None, None, "candidate ops (default: the space's full set; DNAS drops none)"),
+    Option("bn_running_stats", bool, True,
+           'every supernet BN keeps running statistics (--no-bn-running-stats: batch statistics)'),
+    Option("cell_bn_running_stats", bool, True,
+           "the cells' BNs keep running statistics (IS-DARTS: off; stem, residual and final BN keep theirs)"),
+)
