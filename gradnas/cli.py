@@ -41,6 +41,8 @@ HELP = {
     "pool_bn": "darts: a non-affine BN after the candidate pools (quark0's supernet; IS-DARTS: off)",
     "final_bn_relu": "darts: BN + ReLU before the global pool (IS-DARTS's supernet)",
     "imagenet_stem": "darts: the 8-fold down-sampling stems of a 224-px search (PC-DARTS ImageNet)",
+    "executor": "per-edge (reference) or batched: all edges leaving a node computed together, same results "
+                "(G-DARTS-A groups, random partial channels, sync-bn, compile fall back to per-edge)",
     # the method's parts
     "method": "method preset, setting the published defaults below: {choices}",
     "arch": "architecture parameterisation: {choices}",
@@ -104,7 +106,7 @@ HELP = {
 SEARCH_GROUPS = {
     "data": ("data", "data_root", "image_size", "train_portion", "train_subset", "val_subset", "cutout"),
     "supernet": ("space", "channels", "layers", "ops", "steps", "multiplier", "bn_running_stats",
-                 "cell_bn_running_stats", "pool_bn", "final_bn_relu", "imagenet_stem"),
+                 "cell_bn_running_stats", "pool_bn", "final_bn_relu", "imagenet_stem", "executor"),
     "method parts": ("method", "arch", "edge", "partial_k", "partial_sampling", "edge_norm", "skip_dropout",
                      "zero_one_weight", "beta_softmax", "groups", "group_mode", "conv_groups", "group_attention",
                      "attention_spread", "attention_sigmoid", "selection", "arch_update", "hooks", "importance",
