@@ -47,161 +47,212 @@ class Candidate:
     mixed: list[MixedOp]
     modules: list[nn.Module]
     index: torch.Tensor | None         # positions as a tensor; None when they are all the source's edges
-    rows: torch.Tensor | None          # the edges' rows in the source-major weights, likewise
-    bns: list[WideBatchNorm] = field(default_factory=list)
-    convs: list[tuple[tuple, int]] = field(default_factory=list)  # (slot key, first filter) per conv
-    dropped: bool = False              # DNAS's skip dropout applies to it
+    dropped: bool                      # DNAS's skip dropout applies to it
+    final: list[nn.BatchNorm2d] | None  # the BN each edge's op ends with, if it ends with one
+    weights: int = -1                  # its chunk of the cell's gathered op weights (unless merged)
+    merged: bool = False               # its final BN runs in the source's merged BN
+    bns: list[WideBatchNorm] = field(default_factory=list)  # its other BNs, in order
+    convs: list[tuple[tuple, int]] = field(default_factory=list)  # (slot, chunk) of each conv's filters
 
 
 @dataclass
 class Source:
     state: int
-    edges: list[int]                   # its edges, by target
-    targets: int                       # P: the pending nodes, all fed by this source
-    row: int                           # its first row in the source-major weights
+    edges: list[int]                   # its edges, one per pending node, by target
     partial: PartialChannelEdge | None
-    candidates: list[Candidate]
-    bypass: tuple[torch.Tensor | None, torch.Tensor | None] | None  # PC: (positions, rows) of the bypass
+    candidates: list[Candidate]        # computed and added one by one
+    merged: list[Candidate]            # ending in one BN over all their edges' channels, then one weighted sum
+    merged_bn: WideBatchNorm | None
+    merged_weights: int                # their chunk of the gathered op weights, (candidate, edge) order
+    bypass: tuple[torch.Tensor | None, int] | None  # PC: the bypass's (positions, chunk of the gathered edge scales)
 
 
 class CellPlan:
-    """What the executor computes for one cell structure (which ops are active where), built once."""
+    """What the executor computes for one cell structure (which ops are active where), built once.
+
+    The candidates of a source that end with a BN and run on all of its edges share one BN over all their
+    channels (their inputs concatenated: one BN and one concatenation instead of one BN each) and one weighted
+    sum, ``Σ_o w[o, e] · y[o, e]`` as a multiply and a sum over the stacked outputs.
+
+    Everything a forward slices per source is gathered once per cell and split, so that autograd's backward of
+    the pieces is one concatenation, not a zero-filled copy per slice: the op weights of every candidate
+    (one ``index_select`` of the (E, |O|) weights), the edge scales of every bypass, and the filters of every
+    wide conv (one ``torch.cat`` of the edges' parameters per conv slot).
+    """
 
     def __init__(self, edges: nn.ModuleList, num_inputs: int, num_nodes: int, device: torch.device):
         self.parts = [edge_parts(e) for e in edges]
         self.partial = self.parts[0][1]
         self.num_inputs, self.num_nodes, self.device = num_inputs, num_nodes, device
-        base = [sum(num_inputs + j for j in range(n)) for n in range(num_nodes)]
-        last = num_inputs + num_nodes - 1
-        self.sources: list[Source] = []
+        self.num_ops = len(self.parts[0][0].op_names)
+        self.weight_index: list[int] = []
+        self.weight_sizes: list[int] = []
+        self.scale_index: list[int] = []
+        self.scale_sizes: list[int] = []
         self.slots: dict[tuple, list[torch.Tensor]] = {}
-        order: list[int] = []
-        for s in range(last):
-            first = max(0, s - num_inputs + 1)  # the first pending node
-            ids = [base[n] + s for n in range(first, num_nodes)]
-            self.sources.append(self._source(s, ids, len(order)))
-            order += ids
-        self.order = torch.tensor(order, device=device)
+        self.slot_sizes: dict[tuple, list[int]] = {}
+        base = [sum(num_inputs + j for j in range(n)) for n in range(num_nodes)]
+        self.sources = [self._source(s, [base[n] + s for n in range(max(0, s - num_inputs + 1), num_nodes)])
+                        for s in range(num_inputs + num_nodes - 1)]
         for n in range(num_nodes):
             if not any(self._contributes(base[n] + s) for s in range(num_inputs + n)):
                 raise RuntimeError(f"node {num_inputs + n} has no active incoming op")
-        self.wide_bns = [bn for src in self.sources for c in src.candidates for bn in c.bns]
-        self.counter = BatchCounter([bn for w in self.wide_bns for bn in w.bns])
-        self.drops = [(c, c.positions.index(p)) for e in range(len(self.parts))
-                      for src in self.sources for c in src.candidates if c.dropped
-                      for p in c.positions if src.edges[p] == e]
+        self.weight_index_t = torch.tensor(self.weight_index, device=device)
+        self.scale_index_t = torch.tensor(self.scale_index, device=device)
+        wide_bns = [bn for src in self.sources for c in src.candidates + src.merged for bn in c.bns]
+        wide_bns += [src.merged_bn for src in self.sources if src.merged_bn is not None]
+        self.counter = BatchCounter([bn for w in wide_bns for bn in w.bns])
+        # DNAS's masks, in the order the per-edge path draws them: by edge, i.e. by target node, then source
+        self.drops = sorted(((src.edges[p], c, k) for src in self.sources for c in src.candidates if c.dropped
+                             for k, p in enumerate(c.positions)), key=lambda t: t[0])
 
     def _contributes(self, e: int) -> bool:
         mixed = self.parts[e][0]
         return bool(mixed.active) or mixed.zero >= 0
 
-    def _subset(self, positions: list[int], targets: int, row: int) -> tuple[torch.Tensor | None, ...]:
-        if len(positions) == targets:
-            return None, None
-        return (torch.tensor(positions, device=self.device),
-                torch.tensor([row + p for p in positions], device=self.device))
+    def _index(self, positions: list[int], targets: int) -> torch.Tensor | None:
+        return None if len(positions) == targets else torch.tensor(positions, device=self.device)
 
-    def _source(self, s: int, ids: list[int], row: int) -> Source:
+    def _candidate(self, o: int, ids: list[int]) -> Candidate | None:
         mixed = [self.parts[e][0] for e in ids]
-        candidates = []
-        for o, name in enumerate(mixed[0].op_names):
-            positions = [p for p, m in enumerate(mixed) if o in m.active]
-            if not positions:
-                continue
-            members = [mixed[p] for p in positions]
-            modules = [m.ops[o] for m in members]
-            kinds = {wide_kind(m) for m in modules}
-            kind = kinds.pop() if len(kinds) == 1 else "generic"
-            index, rows = self._subset(positions, len(ids), row)
-            c = Candidate(o, kind, positions, members, modules, index, rows,
-                          dropped=members[0].dropped == o)
-            if kind in ("pool_bn", "reduce", "body"):
-                c.bns = [WideBatchNorm(group) for group in zip(*(bns_of(m) for m in modules))]
-            if kind in ("reduce", "body"):
-                for j, group in enumerate(zip(*(convs_of(m) for m in modules))):
-                    key = (o, j, tuple(group[0].weight.shape))
-                    slot = self.slots.setdefault(key, [])
-                    c.convs.append((key, len(slot) * group[0].out_channels))
-                    slot += [conv.weight for conv in group]
-            candidates.append(c)
-        partial = self.parts[ids[0]][1]
-        bypass = None
+        positions = [p for p, m in enumerate(mixed) if o in m.active]
+        if not positions:
+            return None
+        members = [mixed[p] for p in positions]
+        modules = [m.ops[o] for m in members]
+        kinds = {wide_kind(m) for m in modules}
+        kind = kinds.pop() if len(kinds) == 1 else "generic"
+        bns = [list(group) for group in zip(*(bns_of(m) for m in modules))]
+        ends_in_bn = kind in ("pool_bn", "reduce") or kind == "body" and isinstance(modules[0].body[-1], nn.BatchNorm2d)
+        c = Candidate(o, kind, positions, members, modules, self._index(positions, len(ids)),
+                      dropped=members[0].dropped == o, final=bns[-1] if ends_in_bn else None)
+        if kind in ("pool_bn", "reduce", "body"):
+            c.bns = [WideBatchNorm(group) for group in bns]
+        if kind in ("reduce", "body"):
+            for j, group in enumerate(zip(*(convs_of(m) for m in modules))):
+                key = (o, j, tuple(group[0].weight.shape))
+                sizes = self.slot_sizes.setdefault(key, [])
+                c.convs.append((key, len(sizes)))
+                sizes.append(len(group) * group[0].out_channels)
+                self.slots.setdefault(key, []).extend(conv.weight for conv in group)
+        return c
+
+    def _weights(self, ids: list[int], candidates: list[Candidate]) -> int:
+        """Append the op weights of ``candidates`` on their edges to the gathered ones; returns their chunk."""
+        self.weight_index += [ids[p] * self.num_ops + c.op for c in candidates for p in c.positions]
+        self.weight_sizes.append(sum(len(c.positions) for c in candidates))
+        return len(self.weight_sizes) - 1
+
+    def _source(self, s: int, ids: list[int]) -> Source:
+        candidates = [c for c in (self._candidate(o, ids) for o in range(self.num_ops)) if c is not None]
+        merged = [c for c in candidates if c.index is None and not c.dropped and c.final is not None]
+        merged_bn = None
+        if len(merged) > 1:
+            try:
+                merged_bn = WideBatchNorm([bn for c in merged for bn in c.final])
+            except ValueError:  # their BNs differ (width, eps, momentum): each keeps its own
+                merged = []
+        else:
+            merged = []
+        for c in merged:
+            c.merged, c.bns = True, c.bns[:-1]
+        separate = [c for c in candidates if not c.merged]
+        for c in separate:
+            c.weights = self._weights(ids, [c])
+        merged_weights = self._weights(ids, merged) if merged else -1
+        partial, bypass = self.parts[ids[0]][1], None
         if partial is not None:
             positions = [p for p, e in enumerate(ids) if self._contributes(e)]
-            bypass = self._subset(positions, len(ids), row) if positions else None
-        return Source(s, ids, len(ids), row, partial, candidates, bypass)
+            if positions:
+                self.scale_index += [ids[p] for p in positions]
+                self.scale_sizes.append(len(positions))
+                bypass = (self._index(positions, len(ids)), len(self.scale_sizes) - 1)
+        return Source(s, ids, partial, separate, merged, merged_bn, merged_weights, bypass)
 
     # -- the forward ---------------------------------------------------------------------------------------
     def run(self, states: list[torch.Tensor], weights: CellWeights, training: bool) -> list[torch.Tensor]:
         x0 = states[0]
         fmt = memory_format_of(x0)
         ops = weights.ops if weights.edges is None else weights.ops * weights.edges[:, None]
-        rows = ops.index_select(0, self.order).to(x0.dtype)
+        op_weights = ops.flatten().index_select(0, self.weight_index_t).to(x0.dtype).split(self.weight_sizes)
         scales = None
-        if self.partial is not None and weights.edges is not None:
-            scales = weights.edges.index_select(0, self.order).to(x0.dtype)
-        wide = {key: torch.cat(params) for key, params in self.slots.items()}
+        if weights.edges is not None and self.scale_sizes:
+            scales = weights.edges.index_select(0, self.scale_index_t).to(x0.dtype).split(self.scale_sizes)
+        filters = {key: torch.cat(params).split(self.slot_sizes[key]) for key, params in self.slots.items()}
         if training:
             self.counter.step()
         noise = self._dropout_noise(x0, fmt) if training and self.drops else {}
         acc = rest = None
         for src in self.sources:
-            x = states[src.state]
+            x, targets = states[src.state], len(src.edges)
             if src.partial is not None:
                 width = x.shape[1] // src.partial.k
                 x_ops, x_rest = x.split([width, x.shape[1] - width], 1)
                 x = x_ops.contiguous(memory_format=fmt)
                 if src.bypass is not None:
-                    index, where = src.bypass
-                    s = None if scales is None else (scales.index_select(0, where) if where is not None
-                                                     else scales[src.row:src.row + src.targets])
-                    rest = _accumulate(rest, src.partial.bypass(x_rest)[:, None], s, index, src.targets)
+                    index, chunk = src.bypass
+                    rest = _accumulate(rest, src.partial.bypass(x_rest)[:, None],
+                                       None if scales is None else scales[chunk], index, targets)
             inputs = _SourceInputs(x)
+            if src.merged:
+                acc = self._merged(src, inputs, filters, op_weights[src.merged_weights], acc, training)
             for c in src.candidates:
-                y, shared = self._compute(c, inputs, wide, training)
-                E = len(c.positions)
-                y5 = y[:, None] if shared else y.unflatten(1, (E, -1))
+                y, shared = self._compute(c, inputs, filters, training)
+                y5 = y[:, None] if shared else y.unflatten(1, (len(c.positions), -1))
                 for k, m in enumerate(c.mixed):
                     if m.probe is not None:
                         m.probe(c.op, y if shared else y5[:, k])
                 if c.dropped and training:
                     y5 = y5 * noise[id(c)]
-                w = rows[:, c.op]
-                w = w.index_select(0, c.rows) if c.rows is not None else w[src.row:src.row + src.targets]
-                acc = _accumulate(acc, y5, w, c.index, src.targets)
+                acc = _accumulate(acc, y5, op_weights[c.weights], c.index, targets)
             if src.state + 1 >= self.num_inputs:  # the next state has all its inputs now
-                states.append(self._node(acc, rest, x0, fmt, src))
-                acc = None if acc is None else acc[:, 1:]
-                rest = None if rest is None else rest[:, 1:]
+                if acc is None:  # only zero maps reached the pending nodes so far
+                    acc = self._zeros(x0, targets)
+                (node, acc), (part, rest) = _pop(acc), _pop(rest)
+                states.append(node.contiguous(memory_format=fmt) if src.partial is None
+                              else channel_shuffle([node, part], src.partial.k, fmt))
         return states
 
-    def _node(self, acc, rest, x0: torch.Tensor, fmt: torch.memory_format, src: Source) -> torch.Tensor:
-        if acc is None:  # only zero maps reached the pending nodes so far
-            stride = self.parts[0][0].stride
-            width = x0.shape[1] // (src.partial.k if src.partial is not None else 1)
-            acc = x0.new_zeros((x0.shape[0], 1, width) + x0[:, :, ::stride, ::stride].shape[2:])
-        if src.partial is None:
-            return acc[:, 0].contiguous(memory_format=fmt)
-        return channel_shuffle([acc[:, 0], rest[:, 0]], src.partial.k, fmt)
+    def _merged(self, src: Source, inputs: "_SourceInputs", filters: dict, weights: torch.Tensor,
+                acc: torch.Tensor | None, training: bool) -> torch.Tensor:
+        """acc plus the merged candidates: their final BN at once, then Σ_o w[o, e] · y[o, e]."""
+        pre = [self._compute(c, inputs, filters, training)[0] for c in src.merged]
+        y = src.merged_bn(torch.cat(pre, 1), training)
+        K, P = len(src.merged), len(src.edges)
+        y6 = y.unflatten(1, (K, P, -1))
+        for k, c in enumerate(src.merged):
+            for e, m in enumerate(c.mixed):
+                if m.probe is not None:
+                    m.probe(c.op, y6[:, k, e])
+        term = (y6 * weights.view(1, K, P, 1, 1, 1)).sum(1)
+        return term if acc is None else acc + term
 
-    def _compute(self, c: Candidate, inputs: "_SourceInputs", wide: dict, training: bool
+    def _zeros(self, x0: torch.Tensor, targets: int) -> torch.Tensor:
+        stride = self.parts[0][0].stride
+        width = x0.shape[1] // (self.partial.k if self.partial is not None else 1)
+        return x0.new_zeros((x0.shape[0], targets, width) + x0[:, :, ::stride, ::stride].shape[2:])
+
+    def _compute(self, c: Candidate, inputs: "_SourceInputs", filters: dict, training: bool
                  ) -> tuple[torch.Tensor, bool]:
-        """The candidate's output on all of its edges: (N, C, H, W) shared by all, or (N, E·C, H, W)."""
+        """The candidate's output on all of its edges: (N, C, H, W) shared by all, or (N, E·C, H, W); a merged
+        candidate's stops before its final BN."""
         E, first = len(c.positions), c.modules[0]
         if c.kind == "identity":
             return inputs.x, True
         if c.kind == "pool":
             return first(inputs.x), True
         if c.kind == "pool_bn":  # the pool once; its BN over E·C channels keeps every edge's statistics
-            return c.bns[0](repeat_channels(first[0](inputs.x), E), training), False
-        weight = lambda j: _filters(wide, c, j, E)
+            pooled = repeat_channels(first[0](inputs.x), E)
+            return (pooled if c.merged else c.bns[0](pooled, training)), False
+        weight = lambda j: filters[c.convs[j][0]][c.convs[j][1]]
         if c.kind == "reduce":
             r = inputs.relu()
             a, b = F.conv2d(r[:, :, ::2, ::2], weight(0)), F.conv2d(r[:, :, 1::2, 1::2], weight(1))
-            return c.bns[0](_concat_groupwise(a, b, E), training), False
+            h = _concat_groupwise(a, b, E)
+            return (h if c.merged else c.bns[0](h, training)), False
         if c.kind == "body":
             h, is_wide, j, b = inputs.relu(), False, 0, 0
-            for layer in first.body:
+            for layer in first.body[:-1] if c.merged else first.body:
                 if isinstance(layer, nn.Conv2d):
                     if not is_wide and layer.groups > 1:  # depthwise on the shared input: repeat it E times
                         h = inputs.repeated(E)
@@ -221,26 +272,30 @@ class CellPlan:
         """Each dropped edge's mask, drawn in edge order with the shape and layout F.dropout draws it in, so the
         masks are the per-edge path's; scaled by 1/(1−p) as F.dropout scales them."""
         stride = self.parts[0][0].stride
-        node = x0[:, :, ::stride, ::stride].shape
+        N, _, H, W = x0[:, :, ::stride, ::stride].shape
+        width = x0.shape[1] // (self.partial.k if self.partial is not None else 1)
         masks: dict[int, torch.Tensor] = {}
-        for c in {id(c): c for c, _ in self.drops}.values():
-            N, E, width = node[0], len(c.positions), x0.shape[1] // (self.partial.k if self.partial else 1)
-            if fmt == torch.channels_last:
-                masks[id(c)] = x0.new_empty((N, node[2], node[3], E, width)).permute(0, 3, 4, 1, 2)
-            else:
-                masks[id(c)] = x0.new_empty((N, E, width, node[2], node[3]))
-        p = self.drops[0][0].mixed[0].skip_dropout
-        for c, k in self.drops:
+        for _, c, _ in self.drops:
+            if id(c) not in masks:
+                E = len(c.positions)
+                masks[id(c)] = (x0.new_empty((N, H, W, E, width)).permute(0, 3, 4, 1, 2)
+                                if fmt == torch.channels_last else x0.new_empty((N, E, width, H, W)))
+        p = self.drops[0][1].mixed[0].skip_dropout
+        for _, c, k in self.drops:
             masks[id(c)][:, k].bernoulli_(1 - p)
         for mask in masks.values():
             mask.div_(1 - p)
         return masks
 
 
-def _filters(wide: dict, c: Candidate, j: int, E: int) -> torch.Tensor:
-    """The E edges' filters of the candidate's j-th conv: a slice of the cell's concatenated weights."""
-    key, start = c.convs[j]
-    return wide[key].narrow(0, start, E * key[2][0])
+def _pop(acc: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The first pending node and the rest; a split, whose backward is one concatenation."""
+    if acc is None:
+        return None, None
+    if acc.shape[1] == 1:
+        return acc.squeeze(1), None
+    node, rest = acc.split([1, acc.shape[1] - 1], 1)
+    return node.squeeze(1), rest
 
 
 def _accumulate(acc: torch.Tensor | None, y5: torch.Tensor, w: torch.Tensor | None, index: torch.Tensor | None,
