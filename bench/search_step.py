@@ -194,8 +194,8 @@ def with_ratios(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def table(records: list[dict[str, Any]]) -> str:
-    head = (f"{'row':18} {'executor':8} {'step':6} {'batch':>5} {'ms/step':>9} {'(min-max)':>17} {'img/s':>8} {'cpu ms':>9} "
-            f"{'saved MiB':>10} {'×saved':>7} {'×img/s':>7} {'×img/cpu-s':>10} {'×per-edge':>9}")
+    head = (f"{'row':18} {'executor':8} {'step':6} {'batch':>5} {'ms/step':>9} {'(min-max)':>17} {'img/s':>8} "
+            f"{'cpu ms':>9} {'saved MiB':>10} {'×saved':>7} {'×img/s':>7} {'×img/cpu-s':>10} {'×per-edge':>9}")
     has_peak = any("peak_bytes" in r for r in records)
     lines = [head + (f" {'peak MiB':>9}" if has_peak else "")]
     fmt = lambda v: "-" if v is None else f"{v:.3f}"

@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from gradnas.config import resolve_config
 from gradnas.edges.batched import BatchedNodes
-from gradnas.profiling import DispatchCounter
+from gradnas.profiling import DispatchCounter, HostSyncGuard
 from gradnas.search.bilevel import ARCH_UPDATES
 from gradnas.search.loop import build_search_model, weight_step
 from gradnas.selection import derive_genotype
@@ -201,3 +201,14 @@ def test_batched_dispatches_fewer_ops(method):
             nn.functional.cross_entropy(model(x), y).backward()
         counts.append(counter.total)
     assert counts[1] < 0.6 * counts[0], counts
+
+
+@pytest.mark.parametrize("space,method", [("darts", "darts"), ("darts", "pc-darts"), ("darts", "dnas"),
+                                          ("nb201", "is-darts")])
+def test_batched_forward_and_backward_never_synchronise_with_the_host(space, method):
+    config, _, model = pair(space, method)
+    x, y = images(config)
+    model.train()
+    model(x)  # the plan is built (its index tensors made) on the first forward
+    with HostSyncGuard():
+        nn.functional.cross_entropy(model(x), y).backward()
