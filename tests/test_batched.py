@@ -15,6 +15,17 @@ from gradnas.search.bilevel import ARCH_UPDATES
 from gradnas.search.loop import build_search_model, weight_step
 from gradnas.selection import derive_genotype
 from gradnas.selection.importance import fisher_totals, mixed_op
+from gradnas.spaces import OPS
+
+
+class ConvBN(nn.Sequential):
+    """A user op the executor does not know: computed edge by edge inside the batched cell."""
+
+    def __init__(self, C: int, stride: int, affine: bool, groups: int):
+        super().__init__(nn.Conv2d(C, C, 3, stride, 1, bias=False), nn.BatchNorm2d(C, affine=affine))
+
+
+OPS["darts"].register("batched_test_conv_bn")(ConvBN)
 
 TINY = {"darts": {"channels": 8, "layers": 3}, "nb201": {"channels": 8, "layers": 1}}
 BATCHED = [("darts", "darts"), ("nb201", "darts"), ("darts", "pc-darts"), ("darts", "dnas"),
@@ -112,6 +123,16 @@ def test_batched_second_order_step_equals_per_edge():
     for model in (ref, batched):
         search_steps(config, model, x, y, steps=1)
     assert_same_state(ref, batched)
+
+
+def test_ops_outside_the_default_set():
+    """The table's other ops (a factorised 7×7, sep 7×7) run wide; a user op runs edge by edge in the cell."""
+    ops = ["none", "max_pool_3x3", "skip_connect", "conv_7x1_1x7", "sep_conv_7x7", "batched_test_conv_bn"]
+    config, ref, batched = pair("darts", "darts", ops=ops)
+    x, y = images(config)
+    assert_same_step(ref, batched, x, y)
+    kinds = {c.kind for src in batched.net.cells[0].node_sum.plan.sources for c in src.candidates + src.merged}
+    assert kinds == {"pool_bn", "identity", "body", "generic"}
 
 
 def remove_some(model, seed: int = 3) -> None:
