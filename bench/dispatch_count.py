@@ -4,7 +4,9 @@ On a GPU an eager supernet step is launch-bound: its cost follows the number of 
 This counts the ATen compute operations one iteration dispatches (``gradnas.profiling.DispatchCounter``: views
 and bare allocations excluded), with the model, optimisers and steps built exactly as ``bench/search_step.py``
 builds them (SGD and Adam with ``foreach=True``, as both the search and the original code can run). The count
-does not depend on the batch size or the device, so the CPU measures what a GPU would launch.
+does not depend on the batch size or the device, so the CPU measures what a GPU would launch. Each row is
+counted with both supernet executors by default (``--executor``), the per-edge reference and the batched one
+(all edges leaving a node at once), and ``×per-edge`` is their ratio.
 
     python bench/dispatch_count.py                   # every preset, foundation setting (C=16, 8 / 5 cells)
     python bench/dispatch_count.py --rows darts-b64 pc-darts-k4-b64 --order 2 --json
@@ -30,17 +32,19 @@ PRESET_ROWS = [Row(f"{method}-{space}", space, method, {"batch_size": 64})
 ALL_ROWS = ROWS + PRESET_ROWS
 
 
-def count(row: Row, order: int, quick: bool) -> dict:
+def count(row: Row, order: int, quick: bool, executor: str = "per-edge", batch: int | None = None) -> dict:
     bilevel = ARCH_UPDATES[resolve_config({"space": row.space, "method": row.method}).arch_update].uses_validation
     steps = ("weight", f"arch-{order}") if bilevel else ("weight",)  # single-level methods have no arch step
-    measurements = {m.step: m for m in prepare(Row(row.name, row.space, row.method, row.overrides, steps),
-                                               torch.device("cpu"), quick, {"channels_last": True})}
+    overrides = {**row.overrides, **({"batch_size": batch} if batch else {})}
+    measurements = {m.step: m for m in prepare(Row(row.name, row.space, row.method, overrides, steps),
+                                               torch.device("cpu"), quick,
+                                               {"channels_last": True, "executor": executor})}
     for opt in next(iter(measurements.values())).optimizers:
         for group in opt.param_groups:
             group["foreach"] = True
     for m in measurements.values():  # optimiser state exists from the second step on
         m.run()
-    record = {"row": row.name, "space": row.space, "method": row.method, "order": order}
+    record = {"row": row.name, "space": row.space, "method": row.method, "executor": executor, "order": order}
     totals = DispatchCounter()
     for step, m in measurements.items():
         with DispatchCounter() as counter:
@@ -60,23 +64,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--order", type=int, choices=(1, 2), default=1, help="order of the architecture step")
     p.add_argument("--quick", action="store_true", help="tiny supernets: a smoke run")
     p.add_argument("--top", type=int, default=0, help="also print each row's N most frequent operators")
+    p.add_argument("--executor", choices=("both", "per-edge", "batched"), default="both",
+                   help="supernet executor(s) to count (default: both, with their ratio)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="batch size of every row (default: the row's own); the count does not depend on it, and a "
+                        "small one counts in a fraction of the time")
     p.add_argument("--json", action="store_true", help="one JSON object per row instead of a table")
     args = p.parse_args(argv)
     rows = [r for r in ALL_ROWS if r.name == BASELINE or r.name in args.rows]
-    records = [count(r, args.order, args.quick) for r in rows]
-    base = next(r for r in records if r["row"] == BASELINE)["iteration_ops"]
+    executors = ("per-edge", "batched") if args.executor == "both" else (args.executor,)
+    records = [count(r, args.order, args.quick, executor, args.batch) for r in rows for executor in executors]
+    base = {r["executor"]: r["iteration_ops"] for r in records if r["row"] == BASELINE}
+    per_edge = {r["row"]: r["iteration_ops"] for r in records if r["executor"] == "per-edge"}
     for r in records:
-        r["ratio_vs_baseline"] = round(r["iteration_ops"] / base, 4)
+        r["ratio_vs_baseline"] = round(r["iteration_ops"] / base[r["executor"]], 4)
+        if r["executor"] != "per-edge" and r["row"] in per_edge:
+            r["ratio_vs_per_edge"] = round(r["iteration_ops"] / per_edge[r["row"]], 4)
     if args.json:
         for r in records:
             print(json.dumps(r))
         return 0
     print(f"torch {torch.__version__}, ATen compute ops per search iteration (weight step + arch step of order "
-          f"{args.order}), views and allocations excluded, foreach optimisers; ratios vs {BASELINE}")
-    print(f"{'row':22} {'weight':>8} {'arch':>8} {'iteration':>10} {'×base':>7}")
+          f"{args.order}), views and allocations excluded, foreach optimisers; ratios vs {BASELINE} (same executor) "
+          f"and vs the per-edge executor (same row)")
+    print(f"{'row':22} {'executor':8} {'weight':>8} {'arch':>8} {'iteration':>10} {'×base':>7} {'×per-edge':>9}")
     for r in records:
-        arch = r.get("arch_ops", 0)
-        print(f"{r['row']:22} {r['weight_ops']:>8} {arch:>8} {r['iteration_ops']:>10} {r['ratio_vs_baseline']:>7.3f}")
+        arch, vs = r.get("arch_ops", 0), r.get("ratio_vs_per_edge")
+        print(f"{r['row']:22} {r['executor']:8} {r['weight_ops']:>8} {arch:>8} {r['iteration_ops']:>10} "
+              f"{r['ratio_vs_baseline']:>7.3f} {'-' if vs is None else f'{vs:.3f}':>9}")
         if args.top:
             print("    " + ", ".join(f"{op} {n}" for op, n in list(r["by_op"].items())[:args.top]))
     return 0

@@ -7,7 +7,9 @@ bytes of activations saved for backward in one training forward (``saved_tensors
 once, parameters excluded). Timed steps run round-robin over all rows, so a burst of load on a shared
 machine hits every row alike; the medians are reported, with the fastest and slowest step beside them,
 and the process CPU time per step (with ``--threads 1`` far steadier than wall time when other jobs share
-the cores; ``×img/cpu-s`` is the images-per-second ratio by that clock).
+the cores; ``×img/cpu-s`` is the images-per-second ratio by that clock). Each row runs with both supernet
+executors by default (``--executor``): the per-edge reference and the batched one (all edges leaving a node
+at once), side by side in the same round-robin; ``×per-edge`` is the batched row's CPU-time speed-up.
 
     python bench/search_step.py                      # every row, 3 timed steps each (CPU: a few minutes)
     python bench/search_step.py --rows darts-b64 pc-darts-k4-b64 --steps 10 --json
@@ -84,11 +86,12 @@ class Measurement:
     cpu_ms: list[float] = field(default_factory=list)
     peak_bytes: int | None = None
     optimizers: list[torch.optim.Optimizer] = field(default_factory=list)  # the weights' and the architecture's
+    executor: str = "per-edge"
 
 
 def prepare(row: Row, device: torch.device, quick: bool, options: dict[str, Any]) -> list[Measurement]:
     """Build the row's model, optimiser, architecture update and batches; one Measurement per step kind.
-    ``options`` (amp, compile, channels_last) apply to every row, as the search applies them."""
+    ``options`` (amp, compile, channels_last, executor) apply to every row, as the search applies them."""
     base = (QUICK if quick else FULL)[row.space]
     config = resolve_config({"space": row.space, "method": row.method, **base, **row.overrides, **options,
                              "device": str(device), "progress": False})
@@ -122,8 +125,8 @@ def prepare(row: Row, device: torch.device, quick: bool, options: dict[str, Any]
             "arch-1": lambda: updates[1].arch_step(train, val, optimizer),
             "arch-2": lambda: updates[2].arch_step(train, val, optimizer)}
     optimizers = [optimizer] + [u.optimizer for u in updates.values() if hasattr(u, "optimizer")]
-    return [Measurement(row, step, batch, saved, runs[step], optimizers=optimizers) for step in row.steps
-            if step == "weight" or int(step[-1]) in updates]
+    return [Measurement(row, step, batch, saved, runs[step], optimizers=optimizers, executor=config.executor)
+            for step in row.steps if step == "weight" or int(step[-1]) in updates]
 
 
 def timed(m: Measurement, device: torch.device) -> tuple[float, float]:
@@ -138,8 +141,9 @@ def timed(m: Measurement, device: torch.device) -> tuple[float, float]:
 
 
 def measure(rows: list[Row], device: torch.device, steps: int, warmup: int, quick: bool,
-            options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    measurements = [m for row in rows for m in prepare(row, device, quick, options or {})]
+            options: dict[str, Any] | None = None, executors: tuple[str, ...] = ("per-edge",)) -> list[dict[str, Any]]:
+    measurements = [m for row in rows for executor in executors
+                    for m in prepare(row, device, quick, {**(options or {}), "executor": executor})]
     for m in measurements:
         for _ in range(warmup):
             timed(m, device)
@@ -157,7 +161,8 @@ def measure(rows: list[Row], device: torch.device, steps: int, warmup: int, quic
 
 def record(m: Measurement, device: torch.device) -> dict[str, Any]:
     ms, cpu = statistics.median(m.times_ms), statistics.median(m.cpu_ms)
-    out = {"row": m.row.name, "space": m.row.space, "method": m.row.method, "step": m.step, "batch": m.batch,
+    out = {"row": m.row.name, "space": m.row.space, "method": m.row.method, "executor": m.executor,
+           "step": m.step, "batch": m.batch,
            "device": str(device), "steps": len(m.times_ms), "ms_per_step": round(ms, 3),
            "ms_min": round(min(m.times_ms), 3), "ms_max": round(max(m.times_ms), 3),
            "images_per_s": round(1000 * m.batch / ms, 3), "cpu_ms_per_step": round(cpu, 3),
@@ -168,10 +173,17 @@ def record(m: Measurement, device: torch.device) -> dict[str, Any]:
 
 
 def with_ratios(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each record against the baseline row's record of the same step (weight vs weight, arch vs arch)."""
-    base = {r["step"]: r for r in records if r["row"] == BASELINE}
+    """Each record against the baseline row's record of the same step (weight vs weight, arch vs arch) and
+    executor; a batched record also against the per-edge record of its row and step."""
+    base = {(r["step"], r["executor"]): r for r in records if r["row"] == BASELINE}
+    per_edge = {(r["row"], r["step"]): r for r in records if r["executor"] == "per-edge"}
     for r in records:
-        b = base.get(r["step"])
+        p = per_edge.get((r["row"], r["step"]))
+        if r["executor"] != "per-edge" and p:
+            r["speedup_vs_per_edge"] = round(p["ms_per_step"] / r["ms_per_step"], 4)
+            r["cpu_speedup_vs_per_edge"] = round(p["cpu_ms_per_step"] / r["cpu_ms_per_step"], 4)
+            r["ratio_saved_bytes_vs_per_edge"] = round(r["saved_bytes"] / p["saved_bytes"], 4)
+        b = base.get((r["step"], r["executor"]))
         r["ratio_saved_bytes"] = round(r["saved_bytes"] / b["saved_bytes"], 4) if b else None
         r["ratio_images_per_s"] = round(r["images_per_s"] / b["images_per_s"], 4) if b else None
         r["ratio_ms_per_step"] = round(r["ms_per_step"] / b["ms_per_step"], 4) if b else None
@@ -182,17 +194,17 @@ def with_ratios(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def table(records: list[dict[str, Any]]) -> str:
-    head = (f"{'row':18} {'step':6} {'batch':>5} {'ms/step':>9} {'(min-max)':>17} {'img/s':>8} {'cpu ms':>9} "
-            f"{'saved MiB':>10} {'×saved':>7} {'×img/s':>7} {'×img/cpu-s':>10}")
+    head = (f"{'row':18} {'executor':8} {'step':6} {'batch':>5} {'ms/step':>9} {'(min-max)':>17} {'img/s':>8} "
+            f"{'cpu ms':>9} {'saved MiB':>10} {'×saved':>7} {'×img/s':>7} {'×img/cpu-s':>10} {'×per-edge':>9}")
     has_peak = any("peak_bytes" in r for r in records)
     lines = [head + (f" {'peak MiB':>9}" if has_peak else "")]
     fmt = lambda v: "-" if v is None else f"{v:.3f}"
     for r in records:
         spread = f"({r['ms_min']:.0f}-{r['ms_max']:.0f})"
-        line = (f"{r['row']:18} {r['step']:6} {r['batch']:>5} {r['ms_per_step']:>9.1f} {spread:>17} "
+        line = (f"{r['row']:18} {r['executor']:8} {r['step']:6} {r['batch']:>5} {r['ms_per_step']:>9.1f} {spread:>17} "
                 f"{r['images_per_s']:>8.1f} {r['cpu_ms_per_step']:>9.1f} {r['saved_bytes'] / 2**20:>10.1f} "
                 f"{fmt(r['ratio_saved_bytes']):>7} {fmt(r['ratio_images_per_s']):>7} "
-                f"{fmt(r['ratio_images_per_cpu_s']):>10}")
+                f"{fmt(r['ratio_images_per_cpu_s']):>10} {fmt(r.get('cpu_speedup_vs_per_edge')):>9}")
         if has_peak:
             line += f" {r['peak_bytes'] / 2**20:>9.1f}" if "peak_bytes" in r else f" {'-':>9}"
         lines.append(line)
@@ -214,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="one JSON object per measurement instead of a table")
     p.add_argument("--amp", action="store_true", help="mixed precision, as `gradnas search --amp`")
     p.add_argument("--compile", action="store_true", help="torch.compile the supernets, as `gradnas search --compile`")
+    p.add_argument("--executor", choices=("both", "per-edge", "batched"), default="both",
+                   help="supernet executor(s) to time, side by side (default: both)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="force the memory layout (default: each row's configuration)")
     args = p.parse_args(argv)
@@ -229,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     options = {"amp": args.amp, "compile": args.compile}
     if args.channels_last is not None:
         options["channels_last"] = args.channels_last
-    records = measure(selected, device, args.steps, args.warmup, args.quick, options)
+    executors = ("per-edge", "batched") if args.executor == "both" else (args.executor,)
+    records = measure(selected, device, args.steps, args.warmup, args.quick, options, executors)
     if args.json:
         for r in records:
             print(json.dumps(r))

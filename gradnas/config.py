@@ -105,7 +105,7 @@ SearchConfig = dataclasses.make_dataclass(
 FIELD_NAMES = {f.name for f in fields(SearchConfig)}
 #: What a resumed search may change: rates, clipping, length, logging, device, look-up (see :func:`resumed_config`).
 RESUMABLE = frozenset({"out", "lr", "lr_min", "arch_lr", "grad_clip", "epochs", "log_every", "progress", "device",
-                       "data_root", "nb201_table", "top_k"})
+                       "data_root", "nb201_table", "top_k", "executor"})
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
@@ -252,6 +252,8 @@ def check_config(config: SearchConfig) -> None:
     _check_cell(config)
     if config.order not in (1, 2):
         raise GradnasError(f"order must be 1 or 2, got {config.order}")
+    if config.executor not in ("per-edge", "batched"):
+        raise GradnasError(f"executor must be per-edge or batched, got {config.executor!r}")
     if not 0.0 < config.train_portion < 1.0:
         raise GradnasError(f"train_portion must lie in (0, 1), got {config.train_portion}")
     if (config.train_subset is None) != (config.val_subset is None):

@@ -20,9 +20,12 @@ def test_quick_json_reports_every_measurement_with_ratios(search_step, capsys):
     keys = {"space", "method", "step", "batch", "ms_per_step", "images_per_s", "saved_bytes",
             "ratio_saved_bytes", "ratio_images_per_s"}
     assert all(keys <= set(r) for r in records)
-    assert [(r["row"], r["step"]) for r in records] == [  # the baseline is always measured, for the ratios
-        ("darts-b64", "weight"), ("darts-b64", "arch-1"), ("darts-b64", "arch-2"),
-        ("pc-darts-k4-b64", "weight"), ("pc-darts-k4-b64", "arch-1")]
+    assert [(r["row"], r["step"], r["executor"]) for r in records] == [  # the baseline is always measured
+        (row, step, executor) for row, steps in (("darts-b64", ("weight", "arch-1", "arch-2")),
+                                                 ("pc-darts-k4-b64", ("weight", "arch-1")))
+        for executor in ("per-edge", "batched") for step in steps]
+    assert all(r["speedup_vs_per_edge"] > 0 for r in records if r["executor"] == "batched")
+    records = [r for r in records if r["executor"] == "per-edge"]
     base, pc = records[0], records[3]
     assert base["ratio_saved_bytes"] == 1.0 and pc["method"] == "pc-darts" and pc["batch"] == base["batch"] == 8
     assert 0 < pc["saved_bytes"] < base["saved_bytes"] and pc["ratio_saved_bytes"] < 1
@@ -54,7 +57,7 @@ def test_search_step_speed_options_reach_the_model(search_step, capsys, monkeypa
     assert search_step.main(["--quick", "--steps", "1", "--warmup", "0", "--rows", "nb201-darts-b64",
                              "--no-channels-last", "--amp"]) == 0
     assert "amp, no-channels-last" in capsys.readouterr().out
-    assert placed == [(True, False, False)] * 2  # the baseline row and the chosen one
+    assert placed == [(True, False, False)] * 4  # the baseline row and the chosen one, with both executors
 
 
 def test_shared_budget_scales_each_schedule(nb201_compare):
@@ -78,7 +81,9 @@ def test_dispatch_count_counts_every_step_of_an_iteration(monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(BENCH))
     import dispatch_count
     assert dispatch_count.main(["--quick", "--json", "--rows", "is-darts-nb201"]) == 0
-    records = {r["row"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    records = {(r["row"], r["executor"]): r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert records["darts-b64", "batched"]["ratio_vs_per_edge"] < 0.5
+    records = {row: r for (row, executor), r in records.items() if executor == "per-edge"}
     darts, isdarts = records["darts-b64"], records["is-darts-nb201"]  # the baseline is always counted
     assert darts["iteration_ops"] == darts["weight_ops"] + darts["arch_ops"] and darts["ratio_vs_baseline"] == 1
     assert "arch_ops" not in isdarts and isdarts["iteration_ops"] == isdarts["weight_ops"]  # single level

@@ -65,4 +65,7 @@ declare(
     Option("group_mode", str, 'exact',
            'G-DARTS-A: exact (all groups through one shared op built for C/M channels) or split (a full-width op whose output is split into groups for attention)'),
     Option("conv_groups", int, 1, 'G-DARTS-A: groups g of every conv inside the candidate ops'),
+    Option("executor", str, "per-edge",
+           "per-edge (reference) or batched: all edges leaving a node computed together, same results "
+           "(G-DARTS-A groups, random partial channels, sync-bn, compile fall back to per-edge)"),
 )

@@ -27,6 +27,7 @@ from ..data import (Data, DeviceLoader, ImageDataset, StreamData, StreamLoader, 
                     search_split, stream_data, training_augment)
 from ..distributed import average_, convert_sync_batchnorm, init_from_env
 from ..edges import EDGES
+from ..edges.batched import batched_fallback, use_batched_nodes
 from ..errors import GradnasError, first_line
 from ..extras import require
 from ..genotypes import Genotype, genotype_text, save_genotype, with_concat
@@ -86,6 +87,12 @@ def build_search_model(config: SearchConfig, num_classes: int, in_channels: int 
     if config.group_attention:
         arch.add(GroupAttention(len(net.cell_types), arch.num_edges, config.groups, config.attention_spread,
                                 config.attention_sigmoid))
+    if config.executor == "batched":
+        reason = batched_fallback(config)
+        if reason is None:
+            use_batched_nodes(net)
+        else:
+            log.warning("executor batched does not handle %s: the supernet runs edge by edge", reason)
     return SearchModel(net, arch)
 
 

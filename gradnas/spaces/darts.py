@@ -34,6 +34,8 @@ def reduction_layers(layers: int) -> tuple[int, int]:
 
 
 class SearchCell(nn.Module):
+    node_sum = None  # None: sum_nodes, edge by edge; else an executor with its call (gradnas.edges.batched)
+
     def __init__(self, C_pp: int, C_p: int, C: int, reduction: bool, reduction_prev: bool,
                  op_names: tuple[str, ...], edge: str, edge_options: dict, steps: int = STEPS,
                  multiplier: int = STEPS, pool_bn: bool = True):
@@ -48,7 +50,8 @@ class SearchCell(nn.Module):
             for n in in_degrees(steps) for source in range(n))
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: CellWeights) -> torch.Tensor:
-        states = sum_nodes(self.edges, [self.preprocess0(s0), self.preprocess1(s1)], self.steps, weights)
+        states = (self.node_sum or sum_nodes)(self.edges, [self.preprocess0(s0), self.preprocess1(s1)], self.steps,
+                                              weights)
         return torch.cat(states[-self.multiplier:], 1)
 
 

@@ -18,6 +18,8 @@ IN_DEGREES = (1, 2, 3)  # edges (1←0), (2←0), (2←1), (3←0), (3←1), (3�
 class SearchCell(nn.Module):
     """``nodes`` nodes after the input, node j summing edges from all j earlier states; the output is the last."""
 
+    node_sum = None  # None: sum_nodes, edge by edge; else an executor with its call (gradnas.edges.batched)
+
     def __init__(self, C: int, op_names: tuple[str, ...], edge: str, edge_options: dict, nodes: int = NODES,
                  ops: str = "nb201"):
         super().__init__()
@@ -26,7 +28,7 @@ class SearchCell(nn.Module):
                                    for n in range(1, nodes + 1) for _ in range(n))
 
     def forward(self, x: torch.Tensor, weights: CellWeights) -> torch.Tensor:
-        return sum_nodes(self.edges, [x], self.nodes, weights)[-1]
+        return (self.node_sum or sum_nodes)(self.edges, [x], self.nodes, weights)[-1]
 
 
 class NB201Supernet(nn.Module):

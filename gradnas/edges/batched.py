@@ -1,0 +1,379 @@
+"""The batched node executor: a cell's nodes summed source node by source node (``SearchConfig.executor``).
+
+``sum_nodes`` computes a cell edge by edge. Every edge that leaves one node sees the same input, so this
+executor computes, for each source state, every candidate op once for all of the edges leaving it
+(:mod:`gradnas.edges.wide`) and adds it into all of their target nodes at once: the pending nodes are one
+(N, P, C, H, W) accumulator and each candidate costs one fused multiply-add, ``acc += w[:, o] · y_o`` with
+the (P,) weights broadcast. In both spaces a source feeds every node after it, so the targets of a source
+are exactly the pending nodes; after source s the node s + 1 is complete and leaves the accumulator.
+
+Same semantics as the per-edge path (docs/methods.md §12): ``none`` and removed ops are skipped (a candidate
+runs on the edges where it is still active, added through an index when that is not all of them), the edge
+scale multiplies the op weights, the Fisher probe sees each (edge, op) raw output, DNAS's skip dropout draws
+each edge's mask in the per-edge path's order, and PC-DARTS's partial channels ("first") share the C/K slice
+and the bypass of a source; the processed part and the bypass are accumulated apart and shuffled together
+once per node, which the shuffle's linearity allows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..arch.base import CellWeights
+from ..spaces.ops import ReLUFirst, _concat_groupwise
+from .mixed import MixedOp
+from .partial import PartialChannelEdge, channel_shuffle, memory_format_of
+from .wide import BatchCounter, WideBatchNorm, bns_of, convs_of, repeat_channels, wide_kind
+
+
+def edge_parts(edge: nn.Module) -> tuple[MixedOp, PartialChannelEdge | None]:
+    """The mixed op of an edge and its partial-channel wrapper; ValueError for edges this executor cannot batch."""
+    if isinstance(edge, MixedOp):
+        return edge, None
+    if isinstance(edge, PartialChannelEdge) and edge.sampling == "first" and isinstance(edge.inner, MixedOp):
+        return edge.inner, edge
+    raise ValueError(f"the batched executor handles mixed and first-channel partial edges, not {type(edge).__name__}")
+
+
+@dataclass
+class Candidate:
+    """One candidate op on the edges leaving one source where it is active."""
+    op: int
+    kind: str
+    positions: list[int]               # among the source's edges (its pending targets)
+    mixed: list[MixedOp]
+    modules: list[nn.Module]
+    index: torch.Tensor | None         # positions as a tensor; None when they are all the source's edges
+    dropped: bool                      # DNAS's skip dropout applies to it
+    final: list[nn.BatchNorm2d] | None  # the BN each edge's op ends with, if it ends with one
+    weights: int = -1                  # its chunk of the cell's gathered op weights (unless merged)
+    merged: bool = False               # its final BN runs in the source's merged BN
+    bns: list[WideBatchNorm] = field(default_factory=list)  # its other BNs, in order
+    convs: list[tuple[tuple, int]] = field(default_factory=list)  # (slot, chunk) of each conv's filters
+
+
+@dataclass
+class Source:
+    state: int
+    edges: list[int]                   # its edges, one per pending node, by target
+    partial: PartialChannelEdge | None
+    candidates: list[Candidate]        # computed and added one by one
+    merged: list[Candidate]            # ending in one BN over all their edges' channels, then one weighted sum
+    merged_bn: WideBatchNorm | None
+    merged_weights: int                # their chunk of the gathered op weights, (candidate, edge) order
+    bypass: tuple[torch.Tensor | None, int] | None  # PC: the bypass's (positions, chunk of the gathered edge scales)
+
+
+class CellPlan:
+    """What the executor computes for one cell structure (which ops are active where), built once.
+
+    The candidates of a source that end with a BN and run on all of its edges share one BN over all their
+    channels (their inputs concatenated: one BN and one concatenation instead of one BN each) and one weighted
+    sum, ``Σ_o w[o, e] · y[o, e]`` as a multiply and a sum over the stacked outputs.
+
+    Everything a forward slices per source is gathered once per cell and split, so that autograd's backward of
+    the pieces is one concatenation, not a zero-filled copy per slice: the op weights of every candidate
+    (one ``index_select`` of the (E, |O|) weights), the edge scales of every bypass, and the filters of every
+    wide conv (one ``torch.cat`` of the edges' parameters per conv slot).
+    """
+
+    def __init__(self, edges: nn.ModuleList, num_inputs: int, num_nodes: int, device: torch.device):
+        self.parts = [edge_parts(e) for e in edges]
+        self.partial = self.parts[0][1]
+        self.num_inputs, self.num_nodes, self.device = num_inputs, num_nodes, device
+        self.num_ops = len(self.parts[0][0].op_names)
+        self.weight_index: list[int] = []
+        self.weight_sizes: list[int] = []
+        self.scale_index: list[int] = []
+        self.scale_sizes: list[int] = []
+        self.slots: dict[tuple, list[torch.Tensor]] = {}
+        self.slot_sizes: dict[tuple, list[int]] = {}
+        base = [sum(num_inputs + j for j in range(n)) for n in range(num_nodes)]
+        self.sources = [self._source(s, [base[n] + s for n in range(max(0, s - num_inputs + 1), num_nodes)])
+                        for s in range(num_inputs + num_nodes - 1)]
+        for n in range(num_nodes):
+            if not any(self._contributes(base[n] + s) for s in range(num_inputs + n)):
+                raise RuntimeError(f"node {num_inputs + n} has no active incoming op")
+        self.weight_index_t = torch.tensor(self.weight_index, device=device)
+        self.scale_index_t = torch.tensor(self.scale_index, device=device)
+        wide_bns = [bn for src in self.sources for c in src.candidates + src.merged for bn in c.bns]
+        wide_bns += [src.merged_bn for src in self.sources if src.merged_bn is not None]
+        self.counter = BatchCounter([bn for w in wide_bns for bn in w.bns])
+        # DNAS's masks, in the order the per-edge path draws them: by edge, i.e. by target node, then source
+        self.drops = sorted(((src.edges[p], c, k) for src in self.sources for c in src.candidates if c.dropped
+                             for k, p in enumerate(c.positions)), key=lambda t: t[0])
+
+    def _contributes(self, e: int) -> bool:
+        mixed = self.parts[e][0]
+        return bool(mixed.active) or mixed.zero >= 0
+
+    def _index(self, positions: list[int], targets: int) -> torch.Tensor | None:
+        return None if len(positions) == targets else torch.tensor(positions, device=self.device)
+
+    def _candidate(self, o: int, ids: list[int]) -> Candidate | None:
+        mixed = [self.parts[e][0] for e in ids]
+        positions = [p for p, m in enumerate(mixed) if o in m.active]
+        if not positions:
+            return None
+        members = [mixed[p] for p in positions]
+        modules = [m.ops[o] for m in members]
+        kinds = {wide_kind(m) for m in modules}
+        kind = kinds.pop() if len(kinds) == 1 else "generic"
+        bns = [list(group) for group in zip(*(bns_of(m) for m in modules))]
+        ends_in_bn = kind in ("pool_bn", "reduce") or kind == "body" and isinstance(modules[0].body[-1], nn.BatchNorm2d)
+        c = Candidate(o, kind, positions, members, modules, self._index(positions, len(ids)),
+                      dropped=members[0].dropped == o, final=bns[-1] if ends_in_bn else None)
+        if kind in ("pool_bn", "reduce", "body"):
+            c.bns = [WideBatchNorm(group) for group in bns]
+        if kind in ("reduce", "body"):
+            for j, group in enumerate(zip(*(convs_of(m) for m in modules))):
+                key = (o, j, tuple(group[0].weight.shape))
+                sizes = self.slot_sizes.setdefault(key, [])
+                c.convs.append((key, len(sizes)))
+                sizes.append(len(group) * group[0].out_channels)
+                self.slots.setdefault(key, []).extend(conv.weight for conv in group)
+        return c
+
+    def _weights(self, ids: list[int], candidates: list[Candidate]) -> int:
+        """Append the op weights of ``candidates`` on their edges to the gathered ones; returns their chunk."""
+        self.weight_index += [ids[p] * self.num_ops + c.op for c in candidates for p in c.positions]
+        self.weight_sizes.append(sum(len(c.positions) for c in candidates))
+        return len(self.weight_sizes) - 1
+
+    def _source(self, s: int, ids: list[int]) -> Source:
+        candidates = [c for c in (self._candidate(o, ids) for o in range(self.num_ops)) if c is not None]
+        merged = [c for c in candidates if c.index is None and not c.dropped and c.final is not None]
+        merged_bn = None
+        if len(merged) > 1:
+            try:
+                merged_bn = WideBatchNorm([bn for c in merged for bn in c.final])
+            except ValueError:  # their BNs differ (width, eps, momentum): each keeps its own
+                merged = []
+        else:
+            merged = []
+        for c in merged:
+            c.merged, c.bns = True, c.bns[:-1]
+        separate = [c for c in candidates if not c.merged]
+        for c in separate:
+            c.weights = self._weights(ids, [c])
+        merged_weights = self._weights(ids, merged) if merged else -1
+        partial, bypass = self.parts[ids[0]][1], None
+        if partial is not None:
+            positions = [p for p, e in enumerate(ids) if self._contributes(e)]
+            if positions:
+                self.scale_index += [ids[p] for p in positions]
+                self.scale_sizes.append(len(positions))
+                bypass = (self._index(positions, len(ids)), len(self.scale_sizes) - 1)
+        return Source(s, ids, partial, separate, merged, merged_bn, merged_weights, bypass)
+
+    # -- the forward ---------------------------------------------------------------------------------------
+    def run(self, states: list[torch.Tensor], weights: CellWeights, training: bool) -> list[torch.Tensor]:
+        x0 = states[0]
+        fmt = memory_format_of(x0)
+        ops = weights.ops if weights.edges is None else weights.ops * weights.edges[:, None]
+        op_weights = ops.flatten().index_select(0, self.weight_index_t).to(x0.dtype).split(self.weight_sizes)
+        scales = None
+        if weights.edges is not None and self.scale_sizes:
+            scales = weights.edges.index_select(0, self.scale_index_t).to(x0.dtype).split(self.scale_sizes)
+        filters = {key: torch.cat(params).split(self.slot_sizes[key]) for key, params in self.slots.items()}
+        if training:
+            self.counter.step()
+        noise = self._dropout_noise(x0, fmt) if training and self.drops else {}
+        acc = rest = None
+        for src in self.sources:
+            x, targets = states[src.state], len(src.edges)
+            if src.partial is not None:
+                width = x.shape[1] // src.partial.k
+                x_ops, x_rest = x.split([width, x.shape[1] - width], 1)
+                x = x_ops.contiguous(memory_format=fmt)
+                if src.bypass is not None:
+                    index, chunk = src.bypass
+                    rest = _accumulate(rest, src.partial.bypass(x_rest)[:, None],
+                                       None if scales is None else scales[chunk], index, targets)
+            inputs = _SourceInputs(x)
+            if src.merged:
+                acc = self._merged(src, inputs, filters, op_weights[src.merged_weights], acc, training)
+            for c in src.candidates:
+                y, shared = self._compute(c, inputs, filters, training)
+                y5 = y[:, None] if shared else y.unflatten(1, (len(c.positions), -1))
+                for k, m in enumerate(c.mixed):
+                    if m.probe is not None:
+                        m.probe(c.op, y if shared else y5[:, k])
+                if c.dropped and training:
+                    y5 = y5 * noise[id(c)]
+                acc = _accumulate(acc, y5, op_weights[c.weights], c.index, targets)
+            if src.state + 1 >= self.num_inputs:  # the next state has all its inputs now
+                if acc is None:  # only zero maps reached the pending nodes so far
+                    acc = self._zeros(x0, targets)
+                (node, acc), (part, rest) = _pop(acc), _pop(rest)
+                states.append(node.contiguous(memory_format=fmt) if src.partial is None
+                              else channel_shuffle([node, part], src.partial.k, fmt))
+        return states
+
+    def _merged(self, src: Source, inputs: "_SourceInputs", filters: dict, weights: torch.Tensor,
+                acc: torch.Tensor | None, training: bool) -> torch.Tensor:
+        """acc plus the merged candidates: their final BN at once, then Σ_o w[o, e] · y[o, e]."""
+        pre = [self._compute(c, inputs, filters, training)[0] for c in src.merged]
+        y = src.merged_bn(torch.cat(pre, 1), training)
+        K, P = len(src.merged), len(src.edges)
+        y6 = y.unflatten(1, (K, P, -1))
+        for k, c in enumerate(src.merged):
+            for e, m in enumerate(c.mixed):
+                if m.probe is not None:
+                    m.probe(c.op, y6[:, k, e])
+        term = (y6 * weights.view(1, K, P, 1, 1, 1)).sum(1)
+        return term if acc is None else acc + term
+
+    def _zeros(self, x0: torch.Tensor, targets: int) -> torch.Tensor:
+        stride = self.parts[0][0].stride
+        width = x0.shape[1] // (self.partial.k if self.partial is not None else 1)
+        return x0.new_zeros((x0.shape[0], targets, width) + x0[:, :, ::stride, ::stride].shape[2:])
+
+    def _compute(self, c: Candidate, inputs: "_SourceInputs", filters: dict, training: bool
+                 ) -> tuple[torch.Tensor, bool]:
+        """The candidate's output on all of its edges: (N, C, H, W) shared by all, or (N, E·C, H, W); a merged
+        candidate's stops before its final BN."""
+        E, first = len(c.positions), c.modules[0]
+        if c.kind == "identity":
+            return inputs.x, True
+        if c.kind == "pool":
+            return first(inputs.x), True
+        if c.kind == "pool_bn":  # the pool once; its BN over E·C channels keeps every edge's statistics
+            pooled = repeat_channels(first[0](inputs.x), E)
+            return (pooled if c.merged else c.bns[0](pooled, training)), False
+        weight = lambda j: filters[c.convs[j][0]][c.convs[j][1]]
+        if c.kind == "reduce":
+            r = inputs.relu()
+            a, b = F.conv2d(r[:, :, ::2, ::2], weight(0)), F.conv2d(r[:, :, 1::2, 1::2], weight(1))
+            h = _concat_groupwise(a, b, E)
+            return (h if c.merged else c.bns[0](h, training)), False
+        if c.kind == "body":
+            h, is_wide, j, b = inputs.relu(), False, 0, 0
+            for layer in first.body[:-1] if c.merged else first.body:
+                if isinstance(layer, nn.Conv2d):
+                    if not is_wide and layer.groups > 1:  # depthwise on the shared input: repeat it E times
+                        h = inputs.repeated(E)
+                    groups = layer.groups * E if is_wide or layer.groups > 1 else 1
+                    h = F.conv2d(h, weight(j), None, layer.stride, layer.padding, layer.dilation, groups)
+                    is_wide, j = True, j + 1
+                elif isinstance(layer, nn.BatchNorm2d):
+                    h, b = c.bns[b](h, training), b + 1
+                else:
+                    h = F.relu(h)
+            return h, False
+        # any other op: edge by edge, as the per-edge path computes it
+        ys = [m.body(inputs.relu()) if isinstance(m, ReLUFirst) else m(inputs.x) for m in c.modules]
+        return torch.cat(ys, 1), False
+
+    def _dropout_noise(self, x0: torch.Tensor, fmt: torch.memory_format) -> dict[int, torch.Tensor]:
+        """Each dropped edge's mask, drawn in edge order with the shape and layout F.dropout draws it in, so the
+        masks are the per-edge path's; scaled by 1/(1−p) as F.dropout scales them."""
+        stride = self.parts[0][0].stride
+        N, _, H, W = x0[:, :, ::stride, ::stride].shape
+        width = x0.shape[1] // (self.partial.k if self.partial is not None else 1)
+        masks: dict[int, torch.Tensor] = {}
+        for _, c, _ in self.drops:
+            if id(c) not in masks:
+                E = len(c.positions)
+                masks[id(c)] = (x0.new_empty((N, H, W, E, width)).permute(0, 3, 4, 1, 2)
+                                if fmt == torch.channels_last else x0.new_empty((N, E, width, H, W)))
+        p = self.drops[0][1].mixed[0].skip_dropout
+        for _, c, k in self.drops:
+            masks[id(c)][:, k].bernoulli_(1 - p)
+        for mask in masks.values():
+            mask.div_(1 - p)
+        return masks
+
+
+def _pop(acc: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The first pending node and the rest; a split, whose backward is one concatenation."""
+    if acc is None:
+        return None, None
+    if acc.shape[1] == 1:
+        return acc.squeeze(1), None
+    node, rest = acc.split([1, acc.shape[1] - 1], 1)
+    return node.squeeze(1), rest
+
+
+def _accumulate(acc: torch.Tensor | None, y5: torch.Tensor, w: torch.Tensor | None, index: torch.Tensor | None,
+                targets: int) -> torch.Tensor:
+    """acc (N, P, ...) plus w · y5 on the given targets (all when ``index`` is None); w None: weights 1."""
+    if w is not None:
+        w = w.view(1, -1, 1, 1, 1)
+    if index is None:
+        if acc is None:
+            return y5 * w if w is not None else y5.expand(y5.shape[0], targets, *y5.shape[2:])
+        return torch.addcmul(acc, y5, w) if w is not None else acc + y5
+    term = y5 * w if w is not None else y5
+    term = term.expand(term.shape[0], len(index), *term.shape[2:])
+    if acc is None:
+        acc = term.new_zeros((term.shape[0], targets) + term.shape[2:])
+    return acc.index_add(1, index, term)
+
+
+class _SourceInputs:
+    """A source's input and what its candidates share of it: one ReLU, one E-fold repeat of it."""
+
+    def __init__(self, x: torch.Tensor):
+        self.x = x
+        self._relu: torch.Tensor | None = None
+        self._repeated: dict[int, torch.Tensor] = {}
+
+    def relu(self) -> torch.Tensor:
+        if self._relu is None:
+            self._relu = F.relu(self.x)
+        return self._relu
+
+    def repeated(self, times: int) -> torch.Tensor:
+        if times not in self._repeated:
+            self._repeated[times] = self.relu() if times == 1 else repeat_channels(self.relu(), times)
+        return self._repeated[times]
+
+
+class BatchedNodes:
+    """A drop-in for ``sum_nodes`` (same call), held by a cell; rebuilds its plan when the active ops change."""
+
+    def __init__(self):
+        self.plan: CellPlan | None = None
+        self.key: tuple | None = None
+
+    def __call__(self, edges: nn.ModuleList, states: list[torch.Tensor], num_nodes: int,
+                 weights: CellWeights) -> list[torch.Tensor]:
+        if weights.groups is not None:
+            raise ValueError("the batched executor does not handle channel-group scales (G-DARTS-A)")
+        key = (states[0].device, len(states), num_nodes,
+               tuple((tuple(m.active), m.zero) for m in (edge_parts(e)[0] for e in edges)))
+        if key != self.key:
+            self.plan, self.key = CellPlan(edges, len(states), num_nodes, states[0].device), key
+        return self.plan.run(states, weights, edges.training)
+
+
+EXECUTORS = ("per-edge", "batched")
+
+
+def batched_fallback(config) -> str | None:
+    """Why a search configuration runs edge by edge although ``executor`` is "batched"; None when it batches."""
+    if config.edge != "mixed":
+        return f"edge kind {config.edge!r}"
+    if config.groups > 1 or config.group_attention:
+        return "G-DARTS-A channel groups and group attention"
+    if config.conv_groups > 1:
+        return "grouped convs (conv_groups > 1)"
+    if config.partial_k > 1 and config.partial_sampling != "first":
+        return f"partial_sampling {config.partial_sampling!r}"
+    if config.sync_bn:
+        return "sync_bn (the wide BN normalises per rank)"
+    if config.compile:
+        return "compile"
+    return None
+
+
+def use_batched_nodes(net: nn.Module) -> None:
+    """Give every cell of a supernet the batched executor (its edges must be mixed or first-channel partial)."""
+    for cell in net.cells:
+        for edge in cell.edges:
+            edge_parts(edge)
+        cell.node_sum = BatchedNodes()
