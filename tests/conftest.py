@@ -12,6 +12,15 @@ def _seed():
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny supernets: on a busy 2-core machine a second intra-op thread costs more in waiting than it saves."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def shared_file():
     def get(name: str) -> Path:
         path = SHARED / name

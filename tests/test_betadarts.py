@@ -16,12 +16,7 @@ from gradnas.spaces import DARTS_OPS, NB201_OPS
 from helpers import killed_in_epoch
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def authors_loss(alpha: torch.Tensor) -> torch.Tensor:

@@ -24,14 +24,7 @@ from gradnas.spaces.darts import IN_DEGREES, reduction_layers, sum_nodes
 from helpers import killed_in_epoch, nan_after
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny supernets: on a busy 2-core machine a second intra-op thread costs more in waiting than it saves
-    (a BN on a 2-channel slice measured 16 ms with 2 threads, 0.02 ms with 1)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cell_types(L):

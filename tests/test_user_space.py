@@ -26,12 +26,7 @@ TINY = {"space": "nb201-four", "channels": 4, "layers": 1, "epochs": 1, "batch_s
         "progress": False}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_descriptor_shapes_the_supernet_and_validation():
