@@ -40,8 +40,7 @@ class Series:
 
 def edge_names(space: str, steps: int | None = None) -> list[str]:
     """``steps``: intermediate nodes of a cell (default: the space's)."""
-    degrees = SPACES[space].in_degrees(steps)
-    return [f"{s}→{n}" for n, degree in enumerate(degrees, degrees[0]) for s in range(degree)]
+    return [f"{s}→{n}" for s, n in SPACES[space].edges(steps)]
 
 
 def read_run(run: str | Path) -> tuple[str, tuple[str, ...], list[dict[str, Any]], int | None]:

@@ -85,3 +85,10 @@ def test_cli_imports_a_space_from_a_plugin(tmp_path, monkeypatch, capsys):
     assert "unknown search space 'nb201-4'" in capsys.readouterr().err
     assert main(["--plugin", "my_space", *argv]) == 0
     assert load_genotype(tmp_path / "run" / "genotype.json").space == "nb201-4"
+
+
+def test_the_cell_as_data():
+    """Which edge leaves which node, in the supernet's edge order: what the batched executor groups by."""
+    assert SPACES["nb201"].edges() == ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))
+    assert SPACES["darts"].edges()[:5] == ((0, 2), (1, 2), (0, 3), (1, 3), (2, 3)) and len(SPACES["darts"].edges()) == 14
+    assert len(SPACES["darts"].edges(5)) == 20 and len(FOUR.edges()) == 10

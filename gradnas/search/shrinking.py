@@ -24,6 +24,7 @@ from ..runlog import log
 from ..genotypes import Genotype, validate
 from ..options import Option, declare
 from ..rundir import write_atomic
+from ..spaces.space import cell_edges
 from ..selection.importance import IMPORTANCE, mean_per_type, mixed_op
 from ..selection.shrinking import (Subset, comparable, comparison_subsets, shrink, shrink_epochs, survivor_cell,
                                    survivors)
@@ -161,8 +162,7 @@ class ProgressiveShrinking(Hook):
 
 def _labels(in_degrees: tuple[int, ...], op_names: tuple[str, ...]) -> list[list[str]]:
     """Per edge and op, ``source>target:op`` (nodes numbered as in genotypes)."""
-    edges = [(source, node) for node, degree in enumerate(in_degrees, in_degrees[0]) for source in range(degree)]
-    return [[f"{s}>{n}:{op}" for op in op_names] for s, n in edges]
+    return [[f"{s}>{n}:{op}" for op in op_names] for s, n in cell_edges(in_degrees)]
 
 
 def plot_importance(history: list[tuple[int, Scores]], schedule: list[int], subsets: list[Subset],

@@ -81,6 +81,11 @@ class SearchSpace:
         first = self.cell.first_node
         return tuple(range(first, first + (nodes or self.nodes)))
 
+    def edges(self, nodes: int | None = None) -> tuple[tuple[int, int], ...]:
+        """The cell as data: every edge's (source, target) in edge order (by target node, then source), the
+        order of the supernet's edges, of the architecture weights' rows and of the executors."""
+        return cell_edges(self.in_degrees(nodes))
+
     def supernet_options(self, config: Any) -> dict[str, Any]:
         """The configured values of the options the supernet reads (unset ones keep the supernet's defaults)."""
         values = {name: getattr(config, name) for name in self.options}
@@ -89,6 +94,11 @@ class SearchSpace:
     def network_for(self, dataset: str) -> str:
         """The evaluation network for ``dataset``: an ImageNet network for ImageNet where the space has one."""
         return "imagenet" if dataset == "imagenet" and "imagenet" in self.networks else self.networks[0]
+
+
+def cell_edges(in_degrees: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+    """(source, target) of every edge of a cell whose node n has n incoming edges (numbered from in_degrees[0])."""
+    return tuple((source, node) for node, degree in enumerate(in_degrees, in_degrees[0]) for source in range(degree))
 
 
 SPACES: Registry[SearchSpace] = Registry("search space")
