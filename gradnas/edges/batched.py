@@ -224,7 +224,14 @@ class CellPlan:
             for e, m in enumerate(c.mixed):
                 if m.probe is not None:
                     m.probe(c.op, y6[:, k, e])
-        term = (y6 * weights.view(1, K, P, 1, 1, 1)).sum(1)
+        if memory_format_of(y) == torch.channels_last:
+            # Summed over candidates in the (N, H, W, K, P, C) view, so that the gradient reaching the BN is
+            # dense channels-last (through the NCHW view it came back in the default layout, and the BN's
+            # backward ran several times slower).
+            nhwc = y.permute(0, 2, 3, 1).unflatten(3, (K, P, -1))
+            term = (nhwc * weights.view(1, 1, 1, K, P, 1)).sum(3).permute(0, 3, 4, 1, 2)
+        else:
+            term = (y6 * weights.view(1, K, P, 1, 1, 1)).sum(1)
         return term if acc is None else acc + term
 
     def _zeros(self, x0: torch.Tensor, targets: int) -> torch.Tensor:
