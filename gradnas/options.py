@@ -16,7 +16,6 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
-MISSING = dataclasses.MISSING
 
 
 @dataclass(frozen=True)
@@ -47,10 +46,6 @@ def declare(part: str, *options: Option) -> tuple[Option, ...]:
         raise ValueError(f"option(s) declared twice: {', '.join(twice)}")
     PARTS[part] = PARTS.get(part, ()) + options
     return options
-
-
-def option(name: str) -> Option:
-    return next(o for opts in PARTS.values() for o in opts if o.name == name)
 
 
 def ungroup(values: dict[str, Any], source: str) -> dict[str, Any]:

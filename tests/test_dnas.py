@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from gradnas.arch import ARCHITECTURES, DecoupledPsi, PerCellSoftmax, zero_one_loss
+from gradnas.arch import ARCHITECTURES, CellWeights, DecoupledPsi, PerCellSoftmax, zero_one_loss
 from gradnas.cli import main
 from gradnas.config import resolve_config
 from gradnas.edges import MixedOp
@@ -67,8 +67,12 @@ def test_connection_weight_scales_the_partial_channel_bypass_too():
         + cell.edges[1](states[1], weights.ops[1]) * weights.edges[1]
     torch.manual_seed(1)
     assert torch.allclose(sum_nodes(cell.edges, list(states), 1, weights)[2], node2, atol=1e-6)
-    bypass = cell.edges[0](states[0], torch.zeros(7))  # all op weights 0: only the bypass channels are left
-    assert bypass.abs().sum() > 0
+    # All op weights 0: node 2 is the two edges' bypass channels, each scaled by its connection weight.
+    zero = CellWeights(torch.zeros_like(weights.ops), weights.edges)
+    bypassed = [cell.edges[e](states[e], zero.ops[e]) for e in (0, 1)]
+    scaled = sum_nodes(cell.edges, list(states), 1, zero)[2]
+    assert bypassed[0].abs().sum() > 0
+    assert torch.allclose(scaled, bypassed[0] * weights.edges[0] + bypassed[1] * weights.edges[1], atol=1e-6)
     with pytest.raises(GradnasError, match="weighs every edge itself"):
         build_search_model(resolve_config({"method": "dnas", "edge_norm": True, "layers": 3}), 10)
 
