@@ -1,6 +1,7 @@
 """IS-DARTS (docs/methods.md §5, oracles of §7): the Fisher statistic, masks, schedule, removals, survivors, the
 measurement on a supernet, end-to-end searches in both spaces and resume across a shrinking step."""
 import json
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -12,7 +13,7 @@ from gradnas.errors import GradnasError
 from gradnas.genotypes import Genotype, format_darts, parse_darts
 from gradnas.models import build_eval_network
 from gradnas.search.checkpoint import load_checkpoint
-from gradnas.search.loop import Searcher, build_search_model, search
+from gradnas.search.loop import Searcher, build_search_model, search, weight_lr_schedule
 from gradnas.search.model import SearchModel
 from gradnas.search.shrinking import ProgressiveShrinking
 from gradnas.selection.importance import IMPORTANCE, fisher_information, fisher_totals, mean_per_type, mixed_op
@@ -220,7 +221,7 @@ def test_presets():
     nb = resolve_config({"space": "nb201", "method": "is-darts"})
     assert (nb.epochs, nb.shrink_rate, nb.shrink_interval, nb.iim_samples) == (30, 0.25, 2, 200)
     assert (nb.arch, nb.arch_update, nb.hooks, nb.importance, nb.nesterov, nb.lr_per_step) == \
-        ("masks", "none", ["shrinking"], "fisher", True, True)
+        ("masks", "none", ["shrinking"], "fisher", True, False)
     for method in ("is-darts", "i-darts", "s-darts"):  # the authors' supernet (item 3 of the BN choices)
         c = resolve_config({"space": "darts", "method": method})
         assert (c.bn_running_stats, c.cell_bn_running_stats, c.pool_bn, c.final_bn_relu) == (True, False, False, True)
@@ -234,6 +235,24 @@ def test_presets():
     assert shrink_epochs(i.epochs, i.shrink_rate, i.shrink_interval) == [30]
     s = resolve_config({"space": "nb201", "method": "s-darts"})
     assert (s.arch, s.arch_update, s.importance, s.shrink_rate) == ("softmax", "bilevel", "alpha", 0.25)
+
+
+@pytest.mark.parametrize("method", ["is-darts", "i-darts"])
+def test_weight_rate_is_the_authors_cosine_constant_within_an_epoch(method):
+    """The authors' scheduler is updated before every step, but its cosine reads the step only during warm-up
+    (0 epochs): the rate of epoch e is 0.001 + 0.024 (1 + cos(π e / T)) / 2 for every step of that epoch."""
+    c = resolve_config({"space": "nb201", "method": method})
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=c.lr)
+    steps = 4
+    scheduler = weight_lr_schedule(optimizer, c, steps)
+    for epoch in range(c.epochs):  # as the search loop steps it
+        for _ in range(steps):
+            expected = 0.001 + (0.025 - 0.001) * (1 + math.cos(math.pi * epoch / c.epochs)) / 2
+            assert optimizer.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-12, abs=0)
+            if c.lr_per_step:
+                scheduler.step()
+        if not c.lr_per_step:
+            scheduler.step()
 
 
 @pytest.mark.parametrize("space", ["nb201", "darts"])
@@ -292,8 +311,8 @@ def test_ablations_run(tmp_path):
     assert [r.get("shrink_step") for r in i.history] == [None, None, None, None, 1]
 
 
-def test_lr_is_annealed_every_step(tmp_path):
-    searcher = Searcher(tiny_config(tmp_path, "nb201", epochs=2, hooks=[]))
+def test_lr_per_step_anneals_every_iteration(tmp_path):
+    searcher = Searcher(tiny_config(tmp_path, "nb201", epochs=2, hooks=[], lr_per_step=True))
     searcher.run()
     assert searcher.history[0]["lr"] == pytest.approx(0.001 + 0.024 * 0.5)  # halfway, after 2 of 4 steps
     assert searcher.optimizer.param_groups[0]["lr"] == pytest.approx(0.001)  # the end of the cosine

@@ -13,13 +13,14 @@ from . import PRESETS
 SCHEDULES = {"nb201": {"epochs": 30, "shrink_rate": 0.25, "shrink_interval": 2, "iim_samples": 200},
              "darts": {"epochs": 50, "shrink_rate": 0.143, "shrink_interval": 3, "iim_samples": 600}}
 
-#: Weight training of docs/methods.md §5.2 [code]: Nesterov SGD, cosine 0.025 → 0.001 annealed every iteration,
+#: Weight training of docs/methods.md §5.2 [code]: Nesterov SGD, cosine 0.025 → 0.001 stepped per epoch (the
+#: code updates its scheduler every iteration, but that cosine reads the iteration only during warm-up, 0 here),
 #: wd 3e-4 (the paper's appendix gives 5e-4 for NB201: --weight-decay 5e-4), batch 64, clip 5, crop + flip.
 #: The supernet is the authors' (xautodl, docs/methods.md §5.2): the BNs inside the cells normalise with batch
 #: statistics only (track_running_stats=False) while the stem, NB201's residual blocks and the final BN keep
 #: running statistics, which eval mode (the importance measurement) uses; in the DARTS space no BN follows
 #: the pools and a BN + ReLU precedes the global pool (NB201's supernet has both already).
-TRAINING = {"nesterov": True, "momentum": 0.9, "lr": 0.025, "lr_min": 0.001, "lr_per_step": True,
+TRAINING = {"nesterov": True, "momentum": 0.9, "lr": 0.025, "lr_min": 0.001,
             "weight_decay": 3e-4, "batch_size": 64, "grad_clip": 5.0, "cutout": 0.0}
 SUPERNET = {"cell_bn_running_stats": False, "pool_bn": False, "final_bn_relu": True}
 
