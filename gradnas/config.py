@@ -64,13 +64,14 @@ declare(
     Option("batch_size", int, 64, 'batch size (per rank under torchrun)'),
     Option("lr", float, 0.025, 'weight learning rate (SGD), cosine-annealed to --lr-min'),
     Option("lr_min", float, 0.001, 'final weight learning rate'),
-    Option("lr_per_step", bool, False, 'anneal the cosine every iteration (IS-DARTS) rather than every epoch'),
+    Option("lr_per_step", bool, False, 'anneal the cosine every iteration rather than every epoch'),
     Option("lr_warmup_epochs", int, 0, 'epochs of linear weight-lr warm-up before the cosine (PC-DARTS ImageNet 5)'),
     Option("momentum", float, 0.9, 'SGD momentum'),
     Option("nesterov", bool, False, 'Nesterov momentum'),
     Option("weight_decay", float, 0.0003, 'weight decay of the weights'),
     Option("grad_clip", float, 5.0, 'gradient-norm clip of the weights (0: off)'),
 )
+CUDA_GRAPH_MODES = ("auto", "on", "off")
 declare(
     "run",
     Option("out", str, 'runs/search', 'run directory'),
@@ -80,6 +81,8 @@ declare(
     Option("channels_last", bool, True, 'channels-last memory layout'),
     Option("amp", bool, False, 'mixed precision on GPUs: bfloat16 where supported, else float16 with loss scaling'),
     Option("compile", bool, False, "torch.compile each cell structure once (cells of one shape share a graph)"),
+    Option("cuda_graph", str, "auto", "capture each search iteration as a CUDA graph and replay it: {choices} "
+           "(auto: on a CUDA device, where the run allows it)", choices=lambda: list(CUDA_GRAPH_MODES)),
     Option("sync_bn", bool, False, 'under torchrun, batch-norm statistics over all ranks'),
     Option("steps_per_epoch", int | None, None,
            'cap on iterations per epoch (quick looks, tests; default: a whole pass)'),
@@ -105,7 +108,7 @@ SearchConfig = dataclasses.make_dataclass(
 FIELD_NAMES = {f.name for f in fields(SearchConfig)}
 #: What a resumed search may change: rates, clipping, length, logging, device, look-up (see :func:`resumed_config`).
 RESUMABLE = frozenset({"out", "lr", "lr_min", "arch_lr", "grad_clip", "epochs", "log_every", "progress", "device",
-                       "data_root", "nb201_table", "top_k", "executor"})
+                       "data_root", "nb201_table", "top_k", "executor", "cuda_graph"})
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
@@ -252,6 +255,8 @@ def check_config(config: SearchConfig) -> None:
     _check_cell(config)
     if config.order not in (1, 2):
         raise GradnasError(f"order must be 1 or 2, got {config.order}")
+    if config.cuda_graph not in CUDA_GRAPH_MODES:
+        raise GradnasError(f"cuda_graph must be {', '.join(CUDA_GRAPH_MODES)}, got {config.cuda_graph!r}")
     if config.executor not in ("per-edge", "batched"):
         raise GradnasError(f"executor must be per-edge or batched, got {config.executor!r}")
     if not 0.0 < config.train_portion < 1.0:

@@ -88,3 +88,13 @@ def test_dispatch_count_counts_every_step_of_an_iteration(monkeypatch, capsys):
     assert darts["iteration_ops"] == darts["weight_ops"] + darts["arch_ops"] and darts["ratio_vs_baseline"] == 1
     assert "arch_ops" not in isdarts and isdarts["iteration_ops"] == isdarts["weight_ops"]  # single level
     assert darts["by_op"]["convolution_backward"] > 0 and sum(darts["by_op"].values()) == darts["iteration_ops"]
+
+
+def test_iteration_bench_times_the_loops_own_iteration(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(BENCH))
+    import iteration
+    assert iteration.main(["--quick", "--json", "--steps", "1", "--rows", "pc-darts-k4-b64"]) == 0
+    (record,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (record["row"], record["mode"], record["precision"], record["batch"]) == ("pc-darts-k4-b64", "eager", "fp32", 8)
+    assert record["arch_step"] and record["speedup_vs_eager_fp32"] == 1.0 and record["images_per_s"] > 0
+    assert record["aten_ops"] > 1000  # an architecture and a weight step of a 3-cell supernet

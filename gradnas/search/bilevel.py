@@ -86,6 +86,9 @@ class NoArchUpdate:
     """
 
     uses_validation = False
+    #: Its steps read every value that changes between iterations from tensors, so a CUDA graph may capture
+    #: them (gradnas.capture); an update that keeps per-step values in Python sets this False.
+    graph_safe = True
 
     def __init__(self, model: SearchModel, criterion: Callable | None = None, **_):
         self.model, self.criterion = model, criterion
@@ -122,7 +125,7 @@ class Bilevel(NoArchUpdate):
 
     def __init__(self, model: SearchModel, criterion: Callable, order: int = 1, lr: float = 3e-4,
                  betas: tuple[float, float] = (0.5, 0.999), weight_decay: float = 1e-3, warmup_epochs: int = 0,
-                 fd_radius: float = 1e-2, grad_clip: float = 0.0):
+                 fd_radius: float = 1e-2, grad_clip: float = 0.0, capturable: bool = False):
         super().__init__(model, criterion)
         self.grad_clip = grad_clip  # > 0: clip the architecture gradient's norm (PC-DARTS's ImageNet search)
         self.fd_radius = fd_radius  # ε = fd_radius / ‖v‖ in the finite difference (0.01 in DARTS)
@@ -131,7 +134,9 @@ class Bilevel(NoArchUpdate):
         self.order, self.warmup_epochs = order, warmup_epochs
         groups = model.arch.param_groups()  # G-DARTS-A's attention: no weight decay
         self.arch_params = [p for g in groups for p in g["params"]]
-        self.optimizer = torch.optim.Adam(groups, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+        # capturable: Adam's step counters on the device, read by a captured graph (gradnas.capture)
+        self.optimizer = torch.optim.Adam(groups, lr=lr, betas=tuple(betas), weight_decay=weight_decay,
+                                          capturable=capturable)
 
     def active(self, epoch: int) -> bool:
         """PC-DARTS freezes the architecture for its warm-up epochs."""

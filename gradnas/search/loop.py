@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ..arch import ARCHITECTURES, EdgeNormalization, GroupAttention
 from ..benchmarks.nb201 import NB201Table, search_report
+from ..capture import CapturedStep, capture_mode
 from ..config import RESUMABLE, SearchConfig, check_config, resumed_config
 from ..data import (Data, DeviceLoader, ImageDataset, StreamData, StreamLoader, as_image_dataset, load_dataset,
                     search_split, stream_data, training_augment)
@@ -31,6 +32,7 @@ from ..edges.batched import batched_fallback, use_batched_nodes
 from ..errors import GradnasError, first_line
 from ..extras import require
 from ..genotypes import Genotype, genotype_text, save_genotype, with_concat
+from ..optim import CapturableSGD, set_lr
 from ..plots import EpochImages
 from ..profiling import saved_activation_bytes, state_bytes
 from ..runlog import RunLog, environment, log
@@ -186,12 +188,19 @@ class Searcher(RunOwner):
         self.memory_format = place_model(self.model, config, self.device)
         self.criterion = nn.CrossEntropyLoss()
         self.weights = [p for p in self.model.weight_parameters()]
-        self.optimizer = torch.optim.SGD(self.weights, lr=config.lr, momentum=config.momentum,
-                                         nesterov=config.nesterov, weight_decay=config.weight_decay)
+        self.capture = capture_mode(config.cuda_graph, self.device, capture_unsafe(config, self.dist.enabled,
+                                                                                     self.model.amp_dtype))
+        sgd = partial(CapturableSGD, device=self.device) if self.capture is not None else torch.optim.SGD
+        self.optimizer = sgd(self.weights, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
+                             weight_decay=config.weight_decay)
         self.update = ARCH_UPDATES[config.arch_update](
             self.model, criterion=self.criterion, order=config.order, lr=config.arch_lr,
             betas=config.arch_betas, weight_decay=config.arch_weight_decay, warmup_epochs=config.arch_warmup_epochs,
-            grad_clip=config.arch_grad_clip)
+            grad_clip=config.arch_grad_clip,
+            capturable=self.capture is not None and self.device.type != "cpu")  # counters on the accelerator
+        if self.capture is not None and not self.update.graph_safe:
+            self.capture = capture_mode(config.cuda_graph, self.device,
+                                        f"architecture update {config.arch_update!r} is not graph-safe")
         self.reduce = partial(average_, context=self.dist) if self.dist.enabled else None
         self.update.reduce = self.reduce or self.update.reduce
         self.scaler = None
@@ -255,6 +264,9 @@ class Searcher(RunOwner):
             hook.load_state_dict(hook_state)  # first: hooks may reshape the model (removed ops)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.capture is None:  # a checkpoint written while capturing holds its rates as tensors
+            for group in self.optimizer.param_groups:
+                group["lr"] = float(group["lr"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.update.load_state_dict(state["update"])
         self.train_loader.load_state_dict(state["train_loader"])
@@ -273,7 +285,7 @@ class Searcher(RunOwner):
             s.T_max = c.epochs * (self.steps if c.lr_per_step else 1)
             for group in self.optimizer.param_groups:
                 group["initial_lr"] = c.lr
-                group["lr"] = c.lr_min + (c.lr - c.lr_min) * (1 + math.cos(math.pi * s.last_epoch / s.T_max)) / 2
+                set_lr(group, c.lr_min + (c.lr - c.lr_min) * (1 + math.cos(math.pi * s.last_epoch / s.T_max)) / 2)
         if c.arch_lr != saved.arch_lr and hasattr(self.update, "optimizer"):
             for group in self.update.optimizer.param_groups:
                 group["lr"] = c.arch_lr
@@ -306,7 +318,7 @@ class Searcher(RunOwner):
                 for hook in self.hooks:
                     hook.on_epoch_start(self.context, epoch)
                 stats = self.train_epoch(epoch, steps, bar)
-                record = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], **stats}
+                record = {"epoch": epoch, "lr": float(self.optimizer.param_groups[0]["lr"]), **stats}
                 if not c.lr_per_step:
                     self.scheduler.step()
                 for hook in self.hooks:
@@ -370,16 +382,21 @@ class Searcher(RunOwner):
         val_batches = _endless(self.val_loader) if arch_active else None
         totals = torch.zeros(5, device=self.device)  # train loss, train correct, val loss, val correct, images
         guard = FiniteGuard(self.device)
+        # A new graph each epoch: hooks change the supernet between epochs, and epoch-wise values are baked in.
+        iteration = partial(self.iteration, arch_active)
+        if self.capture is not None:
+            iteration = CapturedStep(iteration, strict=self.capture)
         for step, (x, y) in enumerate(self.train_loader):
             if step >= steps:
                 break
-            x = x.contiguous(memory_format=self.memory_format)
+            batches = [x.contiguous(memory_format=self.memory_format), y]
             if arch_active:
                 xv, yv = next(val_batches)
-                xv = xv.contiguous(memory_format=self.memory_format)
-                val_loss, val_logits = self.update.arch_step((x, y), (xv, yv), self.optimizer)
+                batches += [xv.contiguous(memory_format=self.memory_format), yv]
+            loss, logits, *val = iteration(*batches)  # a replay's outputs are overwritten by the next one
+            if arch_active:
+                val_loss, val_logits = val
                 totals[2:4] += torch.stack([val_loss * len(yv), (val_logits.argmax(1) == yv).sum()])
-            loss, logits = self.update.weight_step((x, y), self.optimizer, self.weights, c.grad_clip, self.scaler)
             if c.lr_per_step:
                 self.scheduler.step()
             totals[0:2] += torch.stack([loss * len(y), (logits.argmax(1) == y).sum()])
@@ -399,6 +416,14 @@ class Searcher(RunOwner):
             stats.update(val_loss=totals[2].item() / n, val_acc=100 * totals[3].item() / n)
         return stats
 
+    def iteration(self, arch_active: bool, x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor | None = None,
+                  yv: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """One search iteration: the architecture step on (xv, yv) when active, then the weight step on (x, y).
+        Returns the training loss and logits, then the validation ones when the architecture stepped."""
+        val = self.update.arch_step((x, y), (xv, yv), self.optimizer) if arch_active else ()
+        loss, logits = self.update.weight_step((x, y), self.optimizer, self.weights, self.config.grad_clip,
+                                               self.scaler)
+        return (loss, logits, *val)
 
     def dry_run(self) -> dict[str, Any]:
         """Build everything and take one iteration: the sizes and memory a user needs to pick a batch size."""
@@ -426,6 +451,21 @@ class Searcher(RunOwner):
         else:  # no allocator statistics on the CPU: activations plus parameters, gradients, optimiser state
             report["estimated_peak_bytes"] = activations + state_bytes(self.model, self.optimizer)
         return report
+
+
+def capture_unsafe(config: SearchConfig, distributed: bool, amp_dtype: torch.dtype | None) -> str | None:
+    """Why a search iteration cannot be captured as a CUDA graph (docs/methods.md §13); None when it can."""
+    if distributed:
+        return "data-parallel runs (the gradients' all-reduce is not captured)"
+    if amp_dtype == torch.float16:
+        return "float16 loss scaling (the scaler reads its overflow flag back)"
+    if config.compile:
+        return "compile (compiled cells are measured apart from captured iterations)"
+    if config.partial_k > 1 and config.partial_sampling == "random":
+        return "random channel subsets (not yet checked under capture)"
+    if config.order == 2 and config.skip_dropout > 0:
+        return "second order with skip dropout (its finite differences replay the generator's state)"
+    return None
 
 
 def _endless(loader: DeviceLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ..config import given_options
+from ..config import CUDA_GRAPH_MODES, given_options
 from ..data import ImageDataset, check_cutout, load_dataset
 from ..errors import GradnasError
 from ..genotypes import Genotype, parse_genotype, space_of
@@ -72,6 +72,7 @@ class TrainConfig:
     deterministic: bool = False
     channels_last: bool = True
     amp: bool = False                    # bf16 autocast on GPUs that support it, else fp16 + loss scaling
+    cuda_graph: str = "auto"             # capture each training step as a CUDA graph: auto, on, off
     sync_bn: bool = False                # under torchrun: BN statistics over all ranks' batches
     steps_per_epoch: int | None = None   # cap on iterations per epoch (quick looks, tests)
     eval_every: int = 1                  # test-set evaluation every N epochs (and always after the last)
@@ -85,7 +86,7 @@ class TrainConfig:
 FIELD_NAMES = {f.name for f in fields(TrainConfig)}
 #: What a resumed training run may change: rates, clipping, length, logging, device (the schedule follows).
 RESUMABLE = frozenset({"out", "lr", "lr_min", "grad_clip", "epochs", "log_every", "eval_every", "progress", "device",
-                       "data_root"})
+                       "data_root", "cuda_graph"})
 
 HELP = {
     "genotype": "genotype: published name, JSON file, search directory, DARTS text or NB201 arch string",
@@ -108,6 +109,8 @@ HELP = {
     "cutout": "cutout square's side as a fraction of the image side (0.5: 16 px on 32-px CIFAR; 0: off)", "seed": "random seed",
     "device": "auto (CUDA when present, else CPU), cpu, cuda or cuda:N",
     "deterministic": "deterministic kernels (slower)", "channels_last": "channels-last memory layout",
+    "cuda_graph": "capture each training step as a CUDA graph and replay it: auto (on a CUDA device, where the "
+                  "run allows it), on, off",
     "log_every": "non-finite-loss check and progress-bar update every N iterations", "progress": "progress bar",
 }
 
@@ -198,6 +201,8 @@ def check_train_config(c: TrainConfig, genotype: Genotype) -> None:
         if getattr(c, name) < 0:
             raise GradnasError(f"{name} must not be negative, got {getattr(c, name)}")
     check_cutout(c.cutout)
+    if c.cuda_graph not in CUDA_GRAPH_MODES:
+        raise GradnasError(f"cuda_graph must be {', '.join(CUDA_GRAPH_MODES)}, got {c.cuda_graph!r}")
     if not 0 <= c.drop_path < 1 or not 0 <= c.label_smoothing < 1:
         raise GradnasError(f"drop_path and label_smoothing must lie in [0, 1), got {c.drop_path}, {c.label_smoothing}")
     if c.lr_schedule not in ("cosine", "exponential"):

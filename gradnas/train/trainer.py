@@ -26,6 +26,7 @@ import yaml
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..capture import CapturedStep, capture_mode
 from ..data import (Data, DeviceLoader, ImageDataset, StreamData, StreamLoader, as_image_dataset, load_dataset,
                     training_augment)
 from ..distributed import convert_sync_batchnorm, init_from_env
@@ -141,6 +142,9 @@ class Trainer(RunOwner):
                             if self.dist.enabled else self.model)
         self.optimizer = torch.optim.SGD(self.params, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov,
                                          weight_decay=c.weight_decay)
+        unsafe = ("data-parallel runs (DDP's all-reduce is not captured)" if self.dist.enabled else
+                  "float16 loss scaling (the scaler reads its overflow flag back)" if self.scaler.is_enabled() else None)
+        self.capture = capture_mode(c.cuda_graph, self.device, unsafe)
         stream = isinstance(d, StreamData)
         n_train = len(d.dataset) if stream else len(d.y_train)
         if n_train < c.batch_size * self.dist.world_size:
@@ -251,10 +255,12 @@ class Trainer(RunOwner):
         totals = torch.zeros(2, device=self.device)  # summed main-head loss, correct predictions
         n = 0
         guard = FiniteGuard(self.device)
+        # A new graph each epoch: the rate and the drop-path probability are set per epoch and baked into it.
+        step_fn = self.step if self.capture is None else CapturedStep(self.step, strict=self.capture)
         for step, (x, y) in enumerate(self.train_loader):
             if step >= steps:
                 break
-            loss, total, logits = self.step(x.contiguous(memory_format=self.memory_format), y)
+            loss, total, logits = step_fn(x.contiguous(memory_format=self.memory_format), y)
             totals += torch.stack([loss * len(y), (logits.argmax(1) == y).sum()])
             n += len(y)
             guard.update(step, total)
