@@ -182,7 +182,11 @@ class Bilevel(NoArchUpdate):
         xi, momentum, wd = group["lr"], group.get("momentum", 0.0), group.get("weight_decay", 0.0)
         buffers = [b.clone() for b in self.model.buffers()]
         originals = [p.detach().clone() for p in weights]
-        draws = rng_state(weights[0].device)  # the train forward's random draws, replayed by the HVP
+        device = weights[0].device
+        # The train forward's random draws, replayed by the HVP. A generator's state cannot be read while a CUDA
+        # graph captures, and a captured supernet draws nothing (gradnas.search.loop.capture_unsafe).
+        capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+        draws = None if capturing else rng_state(device)
 
         dw = self.grads(self.criterion(self.model(train[0]), train[1]), weights)
         with torch.no_grad():
