@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import copy
 import logging
+from dataclasses import replace
+from functools import partial
 
 import pytest
 import torch
@@ -10,12 +12,13 @@ import torch.nn as nn
 
 from gradnas.config import resolve_config
 from gradnas.edges.batched import BatchedNodes
+from gradnas.edges.wide import conv as wide_conv
 from gradnas.profiling import DispatchCounter, HostSyncGuard
 from gradnas.search.bilevel import ARCH_UPDATES
 from gradnas.search.loop import build_search_model, weight_step
 from gradnas.selection import derive_genotype
 from gradnas.selection.importance import fisher_totals, mixed_op
-from gradnas.spaces import OPS
+from gradnas.spaces import NB201, NB201Supernet, OPS, register_space
 
 
 class ConvBN(nn.Sequential):
@@ -27,7 +30,12 @@ class ConvBN(nn.Sequential):
 
 OPS["darts"].register("batched_test_conv_bn")(ConvBN)
 
-TINY = {"darts": {"channels": 8, "layers": 3}, "nb201": {"channels": 8, "layers": 1}}
+# A user's space (as in tests/test_user_space.py): NB201 cells of four nodes, ten edges; the executor reads its layout.
+register_space(replace(NB201, name="nb201-four-batched", supernet=partial(NB201Supernet, nodes=4),
+                       cell=replace(NB201.cell, num_nodes=4), nodes=4, text_form=None, benchmark=None))
+
+TINY = {"darts": {"channels": 8, "layers": 3}, "nb201": {"channels": 8, "layers": 1},
+        "nb201-four-batched": {"channels": 4, "layers": 1}}
 BATCHED = [("darts", "darts"), ("nb201", "darts"), ("darts", "pc-darts"), ("darts", "dnas"),
            ("darts", "pc-darts-global"), ("darts", "is-darts"), ("nb201", "is-darts"), ("nb201", "s-darts"),
            ("nb201", "i-darts"), ("darts", "beta-darts"), ("darts", "pc-darts-imagenet")]
@@ -233,3 +241,44 @@ def test_batched_forward_and_backward_never_synchronise_with_the_host(space, met
     model(x)  # the plan is built (its index tensors made) on the first forward
     with HostSyncGuard():
         nn.functional.cross_entropy(model(x), y).backward()
+
+
+@pytest.mark.parametrize("kernel,stride,size", [(3, 1, 8), (5, 1, 6), (3, 2, 8), (5, 2, 7), (3, 1, 7)])
+def test_dilated_depthwise_conv_computes_the_same_sums(kernel, stride, size):
+    """The CPU form of a dilated depthwise conv (over the input's pixel phases) gives the direct conv's output
+    and gradients, for stride 1 and 2 and for odd sizes (which keep the direct form at stride 1)."""
+    g = torch.Generator().manual_seed(0)
+    layer = nn.Conv2d(6, 6, kernel, stride, kernel - 1, dilation=2, groups=6, bias=False).double()
+    x = torch.randn(3, 6, size, size, generator=g, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn_like(layer(x))
+    results, forms = [], []
+    for f in (layer, lambda t: wide_conv(t, layer.weight, layer, 6)):
+        x_ = x.clone().requires_grad_()
+        y = f(x_)
+        results.append((y, *torch.autograd.grad(y, (x_, layer.weight), grad)))
+        forms.append(type(y.grad_fn).__name__)
+    for a, b in zip(*results):
+        torch.testing.assert_close(b, a, **TOL)
+    assert forms[1] == ("_PhasedDepthwiseBackward" if stride == 1 and size % 2 == 0 else "ConvolutionBackward0")
+
+
+def test_a_user_space_batches_from_its_layout():
+    """The four-node cells run from the space's edge layout (ten edges, into nodes 1..4), after removals too."""
+    config, ref, batched = pair("nb201-four-batched", "is-darts")
+    x, y = images(config)
+    assert_same_step(ref, batched, x, y)
+    plan = batched.net.cells[0].node_sum.plan
+    assert (plan.num_inputs, plan.num_nodes) == (1, 4) and [len(src.edges) for src in plan.sources] == [4, 3, 2, 1]
+    for model in (ref, batched):
+        remove_some(model)
+    assert_same_step(ref, batched, x, y)
+
+
+def test_a_layout_that_does_not_fit_the_cell_is_refused():
+    _, _, batched = pair("nb201", "darts")
+    cell = batched.net.cells[0]
+    x = torch.zeros(2, 8, 8, 8, dtype=torch.float64)
+    weights = batched.arch()[0]
+    cell.node_sum = BatchedNodes(NB201.edges(4))  # ten edges for a cell of six
+    with pytest.raises(ValueError, match="6 edges, its layout 10"):
+        cell(x, weights)
