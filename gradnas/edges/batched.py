@@ -24,6 +24,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from ..arch.base import CellWeights
 from ..spaces.ops import ReLUFirst, _concat_groupwise
@@ -236,11 +237,7 @@ class CellPlan:
                 if m.probe is not None:
                     m.probe(c.op, y6[:, k, e])
         if memory_format_of(y) == torch.channels_last:
-            # Summed over candidates in the (N, H, W, K, P, C) view, so that the gradient reaching the BN is
-            # dense channels-last (through the NCHW view it came back in the default layout, and the BN's
-            # backward ran several times slower).
-            nhwc = y.permute(0, 2, 3, 1).unflatten(3, (K, P, -1))
-            term = (nhwc * weights.view(1, 1, 1, K, P, 1)).sum(3).permute(0, 3, 4, 1, 2)
+            term = _ChannelsLastWeightedSum.apply(y, weights.view(K, P))
         else:
             term = (y6 * weights.view(1, K, P, 1, 1, 1)).sum(1)
         return term if acc is None else acc + term
@@ -304,6 +301,33 @@ class CellPlan:
         for mask in masks.values():
             mask.div_(1 - p)
         return masks
+
+
+class _ChannelsLastWeightedSum(torch.autograd.Function):
+    """``Σ_k w[k, p] · y[:, k, p]`` for a channels-last y of (K, P, C) channels: (N, P, C, H, W), channels innermost.
+
+    Autograd's own backward of the multiply and sum handed the BN before it a gradient in a layout it first
+    copied (a strided 6-d copy, slower than the BN itself); this one writes it straight in y's layout.
+    """
+
+    @staticmethod
+    def forward(ctx, y, w):
+        K, P = w.shape
+        nhwc = y.permute(0, 2, 3, 1).unflatten(3, (K, P, -1))
+        ctx.save_for_backward(y, w)
+        return (nhwc * w.view(1, 1, 1, K, P, 1)).sum(3).permute(0, 3, 4, 1, 2)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        y, w = ctx.saved_tensors
+        K, P = w.shape
+        nhwc = y.permute(0, 2, 3, 1).unflatten(3, (K, P, -1))
+        grad = grad.permute(0, 3, 4, 1, 2)  # (N, H, W, P, C)
+        grad_y = torch.empty_like(y)
+        torch.mul(grad.unsqueeze(3), w.view(1, 1, 1, K, P, 1), out=grad_y.permute(0, 2, 3, 1).unflatten(3, (K, P, -1)))
+        grad_w = torch.stack([(nhwc[:, :, :, k] * grad).sum((0, 1, 2, 4)) for k in range(K)])
+        return grad_y, grad_w
 
 
 def _pop(acc: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
