@@ -40,10 +40,13 @@ TINY = {"darts": {"channels": 8, "layers": 3}, "nb201": {"channels": 8, "layers"
 # at C=4, the smallest width it builds), partial channels with edge normalisation, DNAS (per-cell weights, skip
 # dropout, no "none"), IS-DARTS's supernet (pools without BN, no cell BN statistics, masks), NB201 ops with and
 # without running statistics (S-DARTS: IS-DARTS's supernet, learned α). The presets left out (I-DARTS,
-# β-DARTS, PC-DARTS global and ImageNet) change nothing the executor sees.
+# β-DARTS, PC-DARTS global and ImageNet) change nothing the executor sees. Grouped convs (conv_groups, as
+# G-DARTS-A has them) in both spaces: their wide form has E·g groups on the input repeated E times.
 BATCHED = [("darts", "darts", {"channels": 4}), ("darts", "pc-darts", {}), ("darts", "dnas", {}),
-           ("darts", "is-darts", {"channels": 4}), ("nb201", "darts", {}), ("nb201", "s-darts", {})]
-FALLBACK = [("darts", "darts-attention"), ("darts", "g-darts-a"), ("darts", "g-darts"), ("darts", "g-pc-darts-a")]
+           ("darts", "is-darts", {"channels": 4}), ("nb201", "darts", {}), ("nb201", "s-darts", {}),
+           ("darts", "darts", {"channels": 4, "conv_groups": 2}), ("nb201", "darts", {"conv_groups": 2})]
+FALLBACK = [("darts", "darts-attention", {}), ("darts", "g-darts-a", {}), ("darts", "g-darts", {}),
+            ("darts", "g-pc-darts-a", {}), ("darts", "pc-darts", {"partial_sampling": "random"})]
 TOL = dict(rtol=1e-10, atol=1e-12)
 
 
@@ -126,6 +129,9 @@ def test_batched_equals_per_edge(space, method, overrides):
     assert_same_state(ref, batched)
     assert derive_genotype(batched.arch, space) == derive_genotype(ref.arch, space)
     assert_same_step(ref, batched, x, y)
+    kinds = {c.kind for cell in batched.net.cells for src in cell.node_sum.plan.sources
+             for c in src.candidates + src.merged}
+    assert "generic" not in kinds, kinds  # every op of these presets runs in its wide form
 
 
 def test_batched_second_order_step_equals_per_edge():
@@ -195,9 +201,9 @@ def test_buffers_stay_exact_after_moving_and_loading():
     assert_same_step(ref, batched, x, y)
 
 
-@pytest.mark.parametrize("space,method", FALLBACK)
-def test_unsupported_configurations_fall_back_to_per_edge(space, method, caplog):
-    config = resolve_config({"space": space, "method": method, **TINY[space], "executor": "batched"})
+@pytest.mark.parametrize("space,method,overrides", FALLBACK)
+def test_unsupported_configurations_fall_back_to_per_edge(space, method, overrides, caplog):
+    config = resolve_config({"space": space, "method": method, **TINY[space], **overrides, "executor": "batched"})
     with caplog.at_level(logging.WARNING, logger="gradnas"):
         model = build_search_model(config, 10)
     assert all(c.node_sum is None for c in model.net.cells)

@@ -260,10 +260,12 @@ class CellPlan:
             pooled = repeat_channels(first[0](inputs.x), E)
             return (pooled if c.merged else c.bns[0](pooled, training)), False
         weight = lambda j: filters[c.convs[j][0]][c.convs[j][1]]
-        if c.kind == "reduce":
-            r = inputs.relu()
-            a, b = F.conv2d(r[:, :, ::2, ::2], weight(0)), F.conv2d(r[:, :, 1::2, 1::2], weight(1))
-            h = _concat_groupwise(a, b, E)
+        if c.kind == "reduce":  # grouped: each edge's groups on its own copy of the input
+            g = first.groups
+            r = inputs.relu() if g == 1 else inputs.repeated(E)
+            a = F.conv2d(r[:, :, ::2, ::2], weight(0), None, 1, 0, 1, E * g if g > 1 else 1)
+            b = F.conv2d(r[:, :, 1::2, 1::2], weight(1), None, 1, 0, 1, E * g if g > 1 else 1)
+            h = _concat_groupwise(a, b, E * g)
             return (h if c.merged else c.bns[0](h, training)), False
         if c.kind == "body":
             h, is_wide, j, b = inputs.relu(), False, 0, 0
@@ -408,9 +410,9 @@ def batched_fallback(config) -> str | None:
         return f"edge kind {config.edge!r}"
     if config.groups > 1 or config.group_attention:
         return "G-DARTS-A channel groups and group attention"
-    if config.conv_groups > 1:
-        return "grouped convs (conv_groups > 1)"
     if config.partial_k > 1 and config.partial_sampling != "first":
+        # "random" draws each edge's channel subset apart, so the edges leaving a node do not share an input;
+        # "all" folds the K groups through one op, the G-DARTS-A form
         return f"partial_sampling {config.partial_sampling!r}"
     if config.sync_bn:
         return "sync_bn (the wide BN normalises per rank)"

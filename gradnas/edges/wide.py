@@ -1,8 +1,9 @@
 """One candidate op of the E edges that leave one node, computed as one op over E·C channels.
 
 All edges leaving a node see the same input, so the E copies of a parametric candidate become one wide
-computation: a dense conv on the shared input with the E edges' filters stacked (E·C outputs), a depthwise
-conv on the input repeated E times, a pointwise conv with groups = E, one BN over E·C channels. Parameter-free
+computation: a dense conv on the shared input with the E edges' filters stacked (E·C outputs), a depthwise or
+grouped conv (g groups) on the input repeated E times with E·g groups, a pointwise conv with groups = E·g, one BN
+over E·C channels. Parameter-free
 candidates (pools, skip) are computed once and shared. Parameters stay in the per-edge modules; the wide
 weight is their concatenation, one ``torch.cat`` per forward whose backward hands each parameter a view.
 
@@ -98,10 +99,8 @@ def _plain_bn(m: nn.Module) -> bool:
 
 
 def _plain_conv(m: nn.Module) -> bool:
-    """A bias-free zero-padded conv, dense or depthwise: the kinds a wide conv can stack."""
-    depthwise = m.groups == m.in_channels == m.out_channels
-    return (type(m) is nn.Conv2d and m.bias is None and m.padding_mode == "zeros" and isinstance(m.padding, tuple)
-            and (m.groups == 1 or depthwise))
+    """A bias-free zero-padded conv (dense, grouped or depthwise): the kind a wide conv can stack."""
+    return type(m) is nn.Conv2d and m.bias is None and m.padding_mode == "zeros" and isinstance(m.padding, tuple)
 
 
 def wide_kind(op: nn.Module) -> str:
@@ -112,7 +111,7 @@ def wide_kind(op: nn.Module) -> str:
         return "pool"
     if isinstance(op, PoolBN) and isinstance(op[0], POOLS) and _plain_bn(op[1]) and len(op) == 2:
         return "pool_bn"
-    if type(op) is FactorizedReduce and op.groups == 1 and _plain_conv(op.conv_1) and _plain_bn(op.bn):
+    if type(op) is FactorizedReduce and _plain_conv(op.conv_1) and _plain_bn(op.bn):
         return "reduce"
     if isinstance(op, ReLUFirst) and isinstance(op.body, nn.Sequential) and _sequence_fits(op.body):
         return "body"
