@@ -105,3 +105,15 @@ def test_two_rank_training_with_sync_bn_matches_one_process(tmp_path):
     logs = [[json.loads(line) for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
             for run in ("one", "two")]
     assert [r["train_acc"] for r in logs[0]] == [r["train_acc"] for r in logs[1]]
+
+
+def test_batched_executor_under_two_ranks_matches_the_per_edge_path(tmp_path):
+    """The batched executor under data parallelism: the same weights, architecture and genotype as per-edge."""
+    per_edge = run_worker(tmp_path, "per-edge", 2, batch_size=8, epochs=1)
+    batched = run_worker(tmp_path, "batched", 2, batch_size=8, epochs=1, executor="batched")
+    for ref, got in zip(per_edge, batched):
+        for key in ("arch", "weights"):
+            for a, b in zip(ref[key], got[key]):
+                torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+        assert got["genotype"] == ref["genotype"]
+    assert all(torch.equal(a, b) for a, b in zip(batched[0]["weights"], batched[1]["weights"]))
