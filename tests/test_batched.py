@@ -292,3 +292,23 @@ def test_a_layout_that_does_not_fit_the_cell_is_refused():
     cell.node_sum = BatchedNodes(NB201.edges(4))  # ten edges for a cell of six
     with pytest.raises(ValueError, match="6 edges, its layout 10"):
         cell(x, weights)
+
+
+def test_batched_under_bfloat16_autocast():
+    """Its own backward passes (phased dilated convs, the weighted sum) run outside autocast: the gradients come
+    back in each parameter's dtype, and as far from the float32 ones as the per-edge path's bfloat16 gradients."""
+    config, ref, batched = pair("darts", "darts", channels=4)
+    x, y = images(config)
+
+    def gradient(model, amp: bool) -> torch.Tensor:
+        model.float().train()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            loss = nn.functional.cross_entropy(model(x.float()).float(), y)
+        params = [p for p in model.parameters() if p.requires_grad]
+        grads = torch.autograd.grad(loss, params)
+        assert all(g.dtype == p.dtype == torch.float32 for g, p in zip(grads, params))
+        return torch.cat([g.flatten() for g in grads])
+
+    exact = gradient(ref, False)
+    per_edge, batched_bf16 = gradient(ref, True), gradient(batched, True)
+    assert (batched_bf16 - exact).norm() < 1.5 * (per_edge - exact).norm()

@@ -84,13 +84,15 @@ class _PhasedDepthwise(torch.autograd.Function):
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
         d, C, (kh, kw) = ctx.d, weight.shape[0], weight.shape[2:]
+        # under autocast the forward's conv ran in the gradient's dtype; the backward runs outside autocast
+        x_, weight_ = x.to(grad.dtype), weight.to(grad.dtype)
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
-            grad_x = F.conv2d(grad, weight.flip(2, 3), None, 1, ctx.padding, d, C)
+            grad_x = F.conv2d(grad, weight_.flip(2, 3), None, 1, ctx.padding, d, C).to(x.dtype)
         if ctx.needs_input_grad[1]:
             grad_w = torch.ops.aten.convolution_backward(
-                _phases(grad, d), _phases(x, d), weight, None, [1, 1], [(kh - 1) // 2, (kw - 1) // 2], [1, 1],
-                False, [0, 0], C, [False, True, False])[1]
+                _phases(grad, d), _phases(x_, d), weight_, None, [1, 1], [(kh - 1) // 2, (kw - 1) // 2], [1, 1],
+                False, [0, 0], C, [False, True, False])[1].to(weight.dtype)
         return grad_x, grad_w, None, None
 
 
