@@ -30,7 +30,7 @@ from ..arch.base import CellWeights
 from ..spaces.ops import ReLUFirst, _concat_groupwise
 from .mixed import MixedOp
 from .partial import PartialChannelEdge, channel_shuffle, memory_format_of
-from .wide import BatchCounter, WideBatchNorm, bns_of, conv, convs_of, repeat_channels, wide_kind
+from .wide import BatchCounter, WideBatchNorm, bns_of, conv, convs_of, needs_grad, repeat_channels, wide_kind
 
 
 def edge_parts(edge: nn.Module) -> tuple[MixedOp, PartialChannelEdge | None]:
@@ -309,7 +309,7 @@ class _ChannelsLastWeightedSum(torch.autograd.Function):
     """``Σ_k w[k, p] · y[:, k, p]`` for a channels-last y of (K, P, C) channels: (N, P, C, H, W), channels innermost.
 
     Autograd's own backward of the multiply and sum handed the BN before it a gradient in a layout it first
-    copied (a strided 6-d copy, slower than the BN itself); this one writes it straight in y's layout.
+    first copied (a strided 6-d copy); this one writes it straight in y's layout.
     """
 
     @staticmethod
@@ -328,12 +328,17 @@ class _ChannelsLastWeightedSum(torch.autograd.Function):
         # (N, H, W, P, C), dense: the gradient may come in another layout (the architecture step's does), and
         # reading it strided costs more than one copy
         grad = grad.permute(0, 3, 4, 1, 2).contiguous()
-        grad_y = torch.empty_like(y)
-        torch.mul(grad.unsqueeze(3), w.view(1, 1, 1, K, P, 1), out=grad_y.permute(0, 2, 3, 1).unflatten(3, (K, P, -1)))
-        # per k a product and a sum over the outer (pixel) dim, the fastest reduction (bench: a sum over
-        # (N, H, W, C) at once, or one product over all k, is 2-7× slower at batch 64)
-        M = grad.shape[0] * grad.shape[1] * grad.shape[2]
-        grad_w = torch.stack([(nhwc[:, :, :, k] * grad).view(M, -1).sum(0) for k in range(K)]).view(K, P, -1).sum(2)
+        grad_y = grad_w = None
+        if needs_grad(ctx, 0, y):
+            grad_y = torch.empty_like(y)
+            torch.mul(grad.unsqueeze(3), w.view(1, 1, 1, K, P, 1),
+                      out=grad_y.permute(0, 2, 3, 1).unflatten(3, (K, P, -1)))
+        if needs_grad(ctx, 1, w):
+            # per k a product and a sum over the outer (pixel) dim: a reduction over the outer dim runs
+            # vectorised, one over (N, H, W, C) at once does not
+            M = grad.shape[0] * grad.shape[1] * grad.shape[2]
+            grad_w = torch.stack([(nhwc[:, :, :, k] * grad).view(M, -1).sum(0) for k in range(K)])
+            grad_w = grad_w.view(K, P, -1).sum(2)
         return grad_y, grad_w
 
 

@@ -39,8 +39,8 @@ def repeat_channels(x: torch.Tensor, times: int) -> torch.Tensor:
 def conv(x: torch.Tensor, weight: torch.Tensor, layer: nn.Conv2d, groups: int) -> torch.Tensor:
     """``layer``'s convolution of x with ``weight`` in ``groups`` groups, in the form fastest on x's device.
 
-    On the CPU, oneDNN's backward of a dilated depthwise conv is 4-8× slower than the undilated one's
-    (bench/depthwise_conv.py). A "same"-padded conv of dilation d computes the same sums as an undilated one
+    On the CPU, oneDNN's backward of a dilated depthwise conv is slow, and the undilated form below runs
+    several times faster (bench/depthwise_conv.py: "wide" against "wide-cpu"). A "same"-padded conv of dilation d computes the same sums as an undilated one
     over the d² pixel phases of its input (every d-th pixel from offset (a, b)); a stride-d one reads phase
     (0, 0) only. So those convs run undilated there, the stride-1 ones in the forward as they are and with
     their weight gradient taken over the phases (:class:`_PhasedDepthwise`).
@@ -68,6 +68,13 @@ def _phases(x: torch.Tensor, d: int) -> torch.Tensor:
     return out.view(d * d * N, H // d, W // d, C).permute(0, 3, 1, 2)
 
 
+def needs_grad(ctx, i: int, t: torch.Tensor) -> bool:
+    """Whether this backward pass wants the gradient of a custom Function's input i (the tensor t): unlike a
+    built-in op's, a custom Function's backward is not told, and ``ctx.needs_input_grad`` only says that t
+    requires grad (the weight step takes no architecture gradients, the architecture step no weight gradients)."""
+    return ctx.needs_input_grad[i] and (t.grad_fn is None or torch._C._will_engine_execute_node(t.grad_fn))
+
+
 class _PhasedDepthwise(torch.autograd.Function):
     """A stride-1 "same" depthwise conv of dilation d; its backward by fast kernels: the input gradient as the
     conv of the output gradient with the flipped filters, the weight gradient as the undilated conv's over the
@@ -87,9 +94,9 @@ class _PhasedDepthwise(torch.autograd.Function):
         # under autocast the forward's conv ran in the gradient's dtype; the backward runs outside autocast
         x_, weight_ = x.to(grad.dtype), weight.to(grad.dtype)
         grad_x = grad_w = None
-        if ctx.needs_input_grad[0]:
+        if needs_grad(ctx, 0, x):
             grad_x = F.conv2d(grad, weight_.flip(2, 3), None, 1, ctx.padding, d, C).to(x.dtype)
-        if ctx.needs_input_grad[1]:
+        if needs_grad(ctx, 1, weight):
             grad_w = torch.ops.aten.convolution_backward(
                 _phases(grad, d), _phases(x_, d), weight_, None, [1, 1], [(kh - 1) // 2, (kw - 1) // 2], [1, 1],
                 False, [0, 0], C, [False, True, False])[1].to(weight.dtype)
