@@ -60,12 +60,8 @@ def conv(x: torch.Tensor, weight: torch.Tensor, layer: nn.Conv2d, groups: int) -
 def _phases(x: torch.Tensor, d: int) -> torch.Tensor:
     """(N, C, H, W) → (d²·N, C, H/d, W/d) channels-last: image (a·d + b)·N + n is pixels (a::d, b::d) of image n."""
     N, C, H, W = x.shape
-    nhwc = x.permute(0, 2, 3, 1)
-    out = x.new_empty((d * d, N, H // d, W // d, C))
-    for a in range(d):
-        for b in range(d):
-            out[a * d + b].copy_(nhwc[:, a::d, b::d])
-    return out.view(d * d * N, H // d, W // d, C).permute(0, 3, 1, 2)
+    split = x.permute(0, 2, 3, 1).reshape(N, H // d, d, W // d, d, C).permute(2, 4, 0, 1, 3, 5)
+    return split.reshape(d * d * N, H // d, W // d, C).permute(0, 3, 1, 2)  # one copy
 
 
 def needs_grad(ctx, i: int, t: torch.Tensor) -> bool:
