@@ -40,7 +40,7 @@ def conv(x: torch.Tensor, weight: torch.Tensor, layer: nn.Conv2d, groups: int) -
     """``layer``'s convolution of x with ``weight`` in ``groups`` groups, in the form fastest on x's device.
 
     On the CPU, oneDNN's backward of a dilated depthwise conv is slow, and the undilated form below runs
-    several times faster (bench/depthwise_conv.py: "wide" against "wide-cpu"). A "same"-padded conv of
+    several times faster (bench/wide_convs.py: "wide" against "wide-cpu"). A "same"-padded conv of
     dilation d computes the same sums as an undilated one over the d² pixel phases of its input (every d-th
     pixel from offset (a, b)); a stride-d one reads phase (0, 0) only. So those convs run undilated there, the
     stride-1 ones in the forward as they are and with their backward by fast kernels (:class:`_PhasedDepthwise`).

@@ -1,14 +1,15 @@
-"""Forward + backward time of the depthwise convs of the DARTS cells, in the forms the batched executor can use.
+"""Forward + backward time of the convs of the DARTS cells, per edge and in the wide forms of the batched executor.
 
 For every depthwise conv of a DARTS search cell at C=16 (3×3 and 5×5; dilation 1 or 2; stride 1, and stride 2 on
-the reduction cells' input edges) at each stage's width and resolution, it times on the CPU, in one run:
-``per-edge``, E convs of C channels, one per edge, as the per-edge path computes them; ``wide``, one conv over the
-input repeated E times (E·C channels, groups E·C); and ``wide-cpu``, the same wide conv in the form
-``gradnas.edges.wide.conv`` gives it (dilated convs over the input's pixel phases). Ratios are against
-``per-edge``, measured round-robin in the same run (process CPU time, median).
+the reduction cells' input edges) and the 1×1 conv after it, at each stage's width and resolution, it times on
+the CPU, in one run: ``per-edge``, E convs of C channels, one per edge, as the per-edge path computes them;
+``wide``, one conv over E·C channels (a depthwise one on the input repeated E times, groups E·C; a 1×1 one with
+groups E); and ``wide-cpu``, the same wide conv in the form ``gradnas.edges.wide.conv`` gives it (dilated
+depthwise convs over the input's pixel phases; the others as they are). Ratios are against ``per-edge``,
+measured round-robin in the same run (process CPU time, median).
 
-    python bench/depthwise_conv.py --threads 1            # batch 64, E = 4
-    python bench/depthwise_conv.py --threads 1 --batch 16 --edges 2
+    python bench/wide_convs.py --threads 1            # batch 64, E = 4
+    python bench/wide_convs.py --threads 1 --batch 16 --edges 2
 """
 from __future__ import annotations
 
@@ -25,14 +26,17 @@ from gradnas.edges.wide import conv
 # (width, resolution, kernel, dilation, stride) of the DARTS supernet's depthwise convs at C=16, 32 px
 SHAPES = [(C, H, k, d, 1) for C, H in ((16, 32), (32, 16), (64, 8)) for k in (3, 5) for d in (1, 2)]
 SHAPES += [(C, H, k, d, 2) for C, H in ((16, 32), (32, 16)) for k in (3, 5) for d in (1, 2)]
+SHAPES += [(C, H, 1, 1, 1) for C, H in ((16, 32), (32, 16), (64, 8))]  # the 1×1 convs (k = 1)
 
 
 def forms(C: int, H: int, k: int, d: int, s: int, N: int, E: int):
-    """The three forms of one shape, each a step (forward and backward) on its own tensors."""
+    """The three forms of one shape, each a step (forward and backward) on its own tensors; k = 1: a dense 1×1
+    conv per edge, grouped (E groups) when wide."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(N, C, H, H, generator=g).contiguous(memory_format=torch.channels_last)
-    layers = [nn.Conv2d(C, C, k, s, d * (k - 1) // 2, dilation=d, groups=C, bias=False) for _ in range(E)]
-    wide = nn.Conv2d(E * C, E * C, k, s, d * (k - 1) // 2, dilation=d, groups=E * C, bias=False)
+    groups = 1 if k == 1 else C
+    layers = [nn.Conv2d(C, C, k, s, d * (k - 1) // 2, dilation=d, groups=groups, bias=False) for _ in range(E)]
+    wide = nn.Conv2d(E * C, E * C, k, s, d * (k - 1) // 2, dilation=d, groups=E * groups, bias=False)
     x_wide = x.repeat(1, E, 1, 1).contiguous(memory_format=torch.channels_last)
     grad = torch.randn_like(layers[0](x))
     grad_wide = grad.repeat(1, E, 1, 1).contiguous(memory_format=torch.channels_last)
@@ -47,7 +51,8 @@ def forms(C: int, H: int, k: int, d: int, s: int, N: int, E: int):
             f(x_).backward(grad_wide)
         return run
 
-    return {"per-edge": per_edge, "wide": step(wide), "wide-cpu": step(lambda t: conv(t, wide.weight, wide, E * C))}
+    return {"per-edge": per_edge, "wide": step(wide),
+            "wide-cpu": step(lambda t: conv(t, wide.weight, wide, E * groups))}
 
 
 def main(argv: list[str] | None = None) -> int:
