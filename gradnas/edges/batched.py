@@ -308,8 +308,8 @@ class CellPlan:
 class _ChannelsLastWeightedSum(torch.autograd.Function):
     """``Σ_k w[k, p] · y[:, k, p]`` for a channels-last y of (K, P, C) channels: (N, P, C, H, W), channels innermost.
 
-    Autograd's own backward of the multiply and sum handed the BN before it a gradient in a layout it first
-    first copied (a strided 6-d copy); this one writes it straight in y's layout.
+    Autograd's own backward of the multiply and sum handed the BN before it a gradient in a layout the BN's
+    backward first copied (a strided 6-d copy); this one writes it straight in y's layout.
     """
 
     @staticmethod
