@@ -38,13 +38,13 @@ TINY = {"darts": {"channels": 8, "layers": 3}, "nb201": {"channels": 8, "layers"
         "nb201-four-batched": {"channels": 4, "layers": 1}}
 # One preset per mechanism the executor handles: the DARTS space (pools with BN, FactorizedReduce, merged BNs;
 # at C=4, the smallest width it builds), partial channels with edge normalisation, DNAS (per-cell weights, skip
-# dropout, no "none"), IS-DARTS's supernet (pools without BN, no cell BN statistics, masks), NB201 ops with and
-# without running statistics (S-DARTS: IS-DARTS's supernet, learned α). The presets left out (I-DARTS,
-# β-DARTS, PC-DARTS global and ImageNet) change nothing the executor sees. Grouped convs (conv_groups, as
+# dropout, no "none"), NB201 ops with and without running statistics (S-DARTS: IS-DARTS's supernet, learned α).
+# IS-DARTS itself (masks, pools without BN) is checked after removals and by the Fisher probe, in both spaces.
+# The presets left out (I-DARTS, β-DARTS, PC-DARTS global and ImageNet) change nothing the executor sees. Grouped convs (conv_groups, as
 # G-DARTS-A has them; their wide form has E·g groups on the input repeated E times): NB201 here, the DARTS
 # space in the second-order test.
 BATCHED = [("darts", "darts", {"channels": 4}), ("darts", "pc-darts", {}), ("darts", "dnas", {}),
-           ("darts", "is-darts", {"channels": 4}), ("nb201", "darts", {}), ("nb201", "s-darts", {}),
+           ("nb201", "darts", {}), ("nb201", "s-darts", {}),
            ("nb201", "darts", {"conv_groups": 2})]
 FALLBACK = [("darts", "darts-attention", {}), ("darts", "g-darts-a", {}), ("darts", "g-darts", {}),
             ("darts", "g-pc-darts-a", {}), ("darts", "pc-darts", {"partial_sampling": "random"})]
