@@ -14,6 +14,7 @@ at once), side by side in the same round-robin; ``×per-edge`` is the batched ro
     python bench/search_step.py                      # every row, 3 timed steps each (CPU: a few minutes)
     python bench/search_step.py --rows darts-b64 pc-darts-k4-b64 --steps 10 --json
     python bench/search_step.py --quick              # tiny smoke configuration
+    python bench/search_step.py --rows pc-darts-k4-b64 --kinds weight arch-1 --threads 1
 
 Later methods add rows to ``ROWS``; ``BASELINE`` is always measured, since ratios need it in the same run.
 """
@@ -223,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None,
                    help="intra-op threads (default: torch's); on a machine shared with other jobs 1 thread "
                         "is far steadier, since the threads of one op wait for each other")
+    p.add_argument("--kinds", nargs="+", choices=STEPS, default=STEPS, metavar="STEP",
+                   help=f"step kinds to time, where a row has them: {', '.join(STEPS)} (default: all)")
     p.add_argument("--json", action="store_true", help="one JSON object per measurement instead of a table")
     p.add_argument("--amp", action="store_true", help="mixed precision, as `gradnas search --amp`")
     p.add_argument("--compile", action="store_true", help="torch.compile the supernets, as `gradnas search --compile`")
@@ -239,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device)
     except GradnasError as err:
         p.error(str(err))
-    selected = [r for r in ROWS if r.name == BASELINE or r.name in args.rows]
+    selected = [Row(r.name, r.space, r.method, r.overrides, tuple(k for k in r.steps if k in args.kinds))
+                for r in ROWS if r.name == BASELINE or r.name in args.rows]
     options = {"amp": args.amp, "compile": args.compile}
     if args.channels_last is not None:
         options["channels_last"] = args.channels_last

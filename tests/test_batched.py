@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import copy
 import logging
+from dataclasses import replace
+from functools import partial
 
 import pytest
 import torch
@@ -10,12 +12,13 @@ import torch.nn as nn
 
 from gradnas.config import resolve_config
 from gradnas.edges.batched import BatchedNodes
+from gradnas.edges.wide import conv as wide_conv
 from gradnas.profiling import DispatchCounter, HostSyncGuard
 from gradnas.search.bilevel import ARCH_UPDATES
 from gradnas.search.loop import build_search_model, weight_step
 from gradnas.selection import derive_genotype
 from gradnas.selection.importance import fisher_totals, mixed_op
-from gradnas.spaces import OPS
+from gradnas.spaces import NB201, NB201Supernet, OPS, register_space
 
 
 class ConvBN(nn.Sequential):
@@ -27,11 +30,24 @@ class ConvBN(nn.Sequential):
 
 OPS["darts"].register("batched_test_conv_bn")(ConvBN)
 
-TINY = {"darts": {"channels": 8, "layers": 3}, "nb201": {"channels": 8, "layers": 1}}
-BATCHED = [("darts", "darts"), ("nb201", "darts"), ("darts", "pc-darts"), ("darts", "dnas"),
-           ("darts", "pc-darts-global"), ("darts", "is-darts"), ("nb201", "is-darts"), ("nb201", "s-darts"),
-           ("nb201", "i-darts"), ("darts", "beta-darts"), ("darts", "pc-darts-imagenet")]
-FALLBACK = [("darts", "darts-attention"), ("darts", "g-darts-a"), ("darts", "g-darts"), ("darts", "g-pc-darts-a")]
+# A user's space (as in tests/test_user_space.py): NB201 cells of four nodes, ten edges; the executor reads its layout.
+register_space(replace(NB201, name="nb201-four-batched", supernet=partial(NB201Supernet, nodes=4),
+                       cell=replace(NB201.cell, num_nodes=4), nodes=4, text_form=None, benchmark=None))
+
+TINY = {"darts": {"channels": 8, "layers": 3}, "nb201": {"channels": 8, "layers": 1},
+        "nb201-four-batched": {"channels": 4, "layers": 1}}
+# One preset per mechanism the executor handles: the DARTS space (pools with BN, FactorizedReduce, merged BNs;
+# at C=4, the smallest width it builds), partial channels with edge normalisation, DNAS (per-cell weights, skip
+# dropout, no "none"), NB201 ops with and without running statistics (S-DARTS: IS-DARTS's supernet, learned α).
+# IS-DARTS itself (masks, pools without BN) is checked after removals and by the Fisher probe, in both spaces.
+# The presets left out (I-DARTS, β-DARTS, PC-DARTS global and ImageNet) change nothing the executor sees. Grouped convs (conv_groups, as
+# G-DARTS-A has them; their wide form has E·g groups on the input repeated E times): NB201 here, the DARTS
+# space in the second-order test.
+BATCHED = [("darts", "darts", {"channels": 4}), ("darts", "pc-darts", {}), ("darts", "dnas", {}),
+           ("nb201", "darts", {}), ("nb201", "s-darts", {}),
+           ("nb201", "darts", {"conv_groups": 2})]
+FALLBACK = [("darts", "darts-attention", {}), ("darts", "g-darts-a", {}), ("darts", "g-darts", {}),
+            ("darts", "g-pc-darts-a", {}), ("darts", "pc-darts", {"partial_sampling": "random"})]
 TOL = dict(rtol=1e-10, atol=1e-12)
 
 
@@ -105,20 +121,23 @@ def search_steps(config, model, x, y, steps: int = 2):
         weight_step(model, nn.CrossEntropyLoss(), optimizer, weights, (x, y), config.grad_clip)
 
 
-@pytest.mark.parametrize("space,method", BATCHED)
-def test_batched_equals_per_edge(space, method):
-    config, ref, batched = pair(space, method)
+@pytest.mark.parametrize("space,method,overrides", BATCHED)
+def test_batched_equals_per_edge(space, method, overrides):
+    config, ref, batched = pair(space, method, **overrides)
     x, y = images(config)
-    assert_same_step(ref, batched, x, y)
     for model in (ref, batched):
-        search_steps(config, model, x, y)
+        search_steps(config, model, x, y, steps=1)
     assert_same_state(ref, batched)
     assert derive_genotype(batched.arch, space) == derive_genotype(ref.arch, space)
     assert_same_step(ref, batched, x, y)
+    kinds = {c.kind for cell in batched.net.cells for src in cell.node_sum.plan.sources
+             for c in src.candidates + src.merged}
+    assert "generic" not in kinds, kinds  # every op of these presets runs in its wide form
 
 
 def test_batched_second_order_step_equals_per_edge():
-    config, ref, batched = pair("darts", "darts", order=2)
+    """Also with grouped convs in the DARTS space (grouped FactorizedReduce, sep and dil convs)."""
+    config, ref, batched = pair("darts", "darts", order=2, channels=4, conv_groups=2)
     x, y = images(config)
     for model in (ref, batched):
         search_steps(config, model, x, y, steps=1)
@@ -128,7 +147,7 @@ def test_batched_second_order_step_equals_per_edge():
 def test_ops_outside_the_default_set():
     """The table's other ops (a factorised 7×7, sep 7×7) run wide; a user op runs edge by edge in the cell."""
     ops = ["none", "max_pool_3x3", "skip_connect", "conv_7x1_1x7", "sep_conv_7x7", "batched_test_conv_bn"]
-    config, ref, batched = pair("darts", "darts", ops=ops)
+    config, ref, batched = pair("darts", "darts", ops=ops, channels=4)
     x, y = images(config)
     assert_same_step(ref, batched, x, y)
     kinds = {c.kind for src in batched.net.cells[0].node_sum.plan.sources for c in src.candidates + src.merged}
@@ -146,17 +165,23 @@ def remove_some(model, seed: int = 3) -> None:
                     op.remove(o)
 
 
-@pytest.mark.parametrize("space,method", [("nb201", "is-darts"), ("darts", "is-darts"), ("darts", "darts"),
-                                          ("darts", "pc-darts"), ("darts", "dnas")])
-def test_batched_equals_per_edge_after_removals(space, method):
-    config, ref, batched = pair(space, method)
+@pytest.mark.parametrize("space,method,overrides", [("nb201", "is-darts", {}),
+                                                    ("darts", "pc-darts", {"partial_k": 2, "channels": 4}),
+                                                    ("darts", "dnas", {})])
+def test_batched_equals_per_edge_after_removals(space, method, overrides):
+    """Rebuilt for the survivors: NB201 ops, the DARTS ops with partial channels (K=2, as PC-DARTS's ImageNet
+    search) and DNAS's dropped skip."""
+    config, ref, batched = pair(space, method, **overrides)
     x, y = images(config)
-    assert_same_step(ref, batched, x, y)  # the plan is built, then rebuilt for the survivors
+    with torch.no_grad():
+        batched.eval()(x)  # the plan is built, then rebuilt for the survivors
+    plans = [cell.node_sum.plan for cell in batched.net.cells]
     for model in (ref, batched):
         remove_some(model)
     assert_same_step(ref, batched, x, y)
+    assert all(cell.node_sum.plan is not plan for cell, plan in zip(batched.net.cells, plans))
     for model in (ref, batched):
-        search_steps(config, model, x, y)
+        search_steps(config, model, x, y, steps=1)
     assert_same_state(ref, batched)
 
 
@@ -172,7 +197,7 @@ def test_fisher_probe_sees_every_edge_and_op(space):
 
 
 def test_buffers_stay_exact_after_moving_and_loading():
-    config, ref, batched = pair("darts", "darts")
+    config, ref, batched = pair("nb201", "darts")
     x, y = images(config)
     assert_same_step(ref, batched, x, y)
     batched._apply(torch.clone)  # replaces every buffer, as .to(device) does: the executor re-aliases them
@@ -182,9 +207,9 @@ def test_buffers_stay_exact_after_moving_and_loading():
     assert_same_step(ref, batched, x, y)
 
 
-@pytest.mark.parametrize("space,method", FALLBACK)
-def test_unsupported_configurations_fall_back_to_per_edge(space, method, caplog):
-    config = resolve_config({"space": space, "method": method, **TINY[space], "executor": "batched"})
+@pytest.mark.parametrize("space,method,overrides", FALLBACK)
+def test_unsupported_configurations_fall_back_to_per_edge(space, method, overrides, caplog):
+    config = resolve_config({"space": space, "method": method, **TINY[space], **overrides, "executor": "batched"})
     with caplog.at_level(logging.WARNING, logger="gradnas"):
         model = build_search_model(config, 10)
     assert all(c.node_sum is None for c in model.net.cells)
@@ -193,7 +218,7 @@ def test_unsupported_configurations_fall_back_to_per_edge(space, method, caplog)
 
 def test_a_wrong_batched_result_is_caught():
     """The comparison is not vacuous: a batched executor that mis-weights one candidate fails it."""
-    config, ref, batched = pair("darts", "darts")
+    config, ref, batched = pair("darts", "darts", channels=4)
     x, y = images(config)
     plan_run = BatchedNodes.__call__
 
@@ -212,7 +237,7 @@ def test_a_wrong_batched_result_is_caught():
 
 @pytest.mark.parametrize("method", ["darts", "pc-darts"])
 def test_batched_dispatches_fewer_ops(method):
-    config, ref, batched = pair("darts", method)
+    config, ref, batched = pair("darts", method, **({"channels": 4} if method == "darts" else {}))
     x, y = images(config)
     counts = []
     for model in (ref, batched):
@@ -224,12 +249,72 @@ def test_batched_dispatches_fewer_ops(method):
     assert counts[1] < 0.6 * counts[0], counts
 
 
-@pytest.mark.parametrize("space,method", [("darts", "darts"), ("darts", "pc-darts"), ("darts", "dnas"),
-                                          ("nb201", "is-darts")])
+@pytest.mark.parametrize("space,method", [("darts", "darts"), ("darts", "dnas"), ("nb201", "is-darts")])
 def test_batched_forward_and_backward_never_synchronise_with_the_host(space, method):
-    config, _, model = pair(space, method)
+    config, _, model = pair(space, method, **({"channels": 4} if method == "darts" else {}))
     x, y = images(config)
     model.train()
     model(x)  # the plan is built (its index tensors made) on the first forward
     with HostSyncGuard():
         nn.functional.cross_entropy(model(x), y).backward()
+
+
+@pytest.mark.parametrize("kernel,stride,size", [(3, 1, 8), (5, 1, 6), (3, 2, 8), (5, 2, 7), (3, 1, 7)])
+def test_dilated_depthwise_conv_computes_the_same_sums(kernel, stride, size):
+    """The CPU form of a dilated depthwise conv (over the input's pixel phases) gives the direct conv's output
+    and gradients, for stride 1 and 2 and for odd sizes (which keep the direct form at stride 1)."""
+    g = torch.Generator().manual_seed(0)
+    layer = nn.Conv2d(6, 6, kernel, stride, kernel - 1, dilation=2, groups=6, bias=False).double()
+    x = torch.randn(3, 6, size, size, generator=g, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn_like(layer(x))
+    results, forms = [], []
+    for f in (layer, lambda t: wide_conv(t, layer.weight, layer, 6)):
+        x_ = x.clone().requires_grad_()
+        y = f(x_)
+        results.append((y, *torch.autograd.grad(y, (x_, layer.weight), grad)))
+        forms.append(type(y.grad_fn).__name__)
+    for a, b in zip(*results):
+        torch.testing.assert_close(b, a, **TOL)
+    assert forms[1] == ("_PhasedDepthwiseBackward" if stride == 1 and size % 2 == 0 else "ConvolutionBackward0")
+
+
+def test_a_user_space_batches_from_its_layout():
+    """The four-node cells run from the space's edge layout (ten edges, into nodes 1..4), after removals too."""
+    config, ref, batched = pair("nb201-four-batched", "is-darts")
+    x, y = images(config)
+    assert_same_step(ref, batched, x, y)
+    plan = batched.net.cells[0].node_sum.plan
+    assert (plan.num_inputs, plan.num_nodes) == (1, 4) and [len(src.edges) for src in plan.sources] == [4, 3, 2, 1]
+    for model in (ref, batched):
+        remove_some(model)
+    assert_same_step(ref, batched, x, y)
+
+
+def test_a_layout_that_does_not_fit_the_cell_is_refused():
+    _, _, batched = pair("nb201", "darts")
+    cell = batched.net.cells[0]
+    x = torch.zeros(2, 8, 8, 8, dtype=torch.float64)
+    weights = batched.arch()[0]
+    cell.node_sum = BatchedNodes(NB201.edges(4))  # ten edges for a cell of six
+    with pytest.raises(ValueError, match="6 edges, its layout 10"):
+        cell(x, weights)
+
+
+def test_batched_under_bfloat16_autocast():
+    """Its own backward passes (phased dilated convs, the weighted sum) run outside autocast: the gradients come
+    back in each parameter's dtype, and as far from the float32 ones as the per-edge path's bfloat16 gradients."""
+    config, ref, batched = pair("darts", "darts", channels=4)
+    x, y = images(config)
+
+    def gradient(model, amp: bool) -> torch.Tensor:
+        model.float().train()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            loss = nn.functional.cross_entropy(model(x.float()).float(), y)
+        params = [p for p in model.parameters() if p.requires_grad]
+        grads = torch.autograd.grad(loss, params)
+        assert all(g.dtype == p.dtype == torch.float32 for g, p in zip(grads, params))
+        return torch.cat([g.flatten() for g in grads])
+
+    exact = gradient(ref, False)
+    per_edge, batched_bf16 = gradient(ref, True), gradient(batched, True)
+    assert (batched_bf16 - exact).norm() < 1.5 * (per_edge - exact).norm()

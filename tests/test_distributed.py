@@ -105,3 +105,21 @@ def test_two_rank_training_with_sync_bn_matches_one_process(tmp_path):
     logs = [[json.loads(line) for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
             for run in ("one", "two")]
     assert [r["train_acc"] for r in logs[0]] == [r["train_acc"] for r in logs[1]]
+
+
+def test_batched_executor_under_two_ranks_matches_the_per_edge_path(tmp_path):
+    """The batched executor under data parallelism: the same weights, architecture and genotype as per-edge."""
+    out = tmp_path / "executors"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = [{"batch_size": 8, "epochs": 1}, {"batch_size": 8, "epochs": 1, "executor": "batched"}]
+    done = subprocess.run(torchrun(2, str(WORKER), str(out), json.dumps(runs)),  # both in one launch
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    per_edge, batched = ([torch.load(out / str(i) / f"rank{r}.pt", weights_only=False) for r in range(2)]
+                         for i in range(2))
+    for ref, got in zip(per_edge, batched):
+        for key in ("arch", "weights"):
+            for a, b in zip(ref[key], got[key]):
+                torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+        assert got["genotype"] == ref["genotype"]
+    assert all(torch.equal(a, b) for a, b in zip(batched[0]["weights"], batched[1]["weights"]))

@@ -4,8 +4,10 @@
 executor computes, for each source state, every candidate op once for all of the edges leaving it
 (:mod:`gradnas.edges.wide`) and adds it into all of their target nodes at once: the pending nodes are one
 (N, P, C, H, W) accumulator and each candidate costs one fused multiply-add, ``acc += w[:, o] · y_o`` with
-the (P,) weights broadcast. In both spaces a source feeds every node after it, so the targets of a source
-are exactly the pending nodes; after source s the node s + 1 is complete and leaves the accumulator.
+the (P,) weights broadcast. The cell is read as data, its edges' (source, target) from the space
+(``SearchSpace.edges``); since every edge leads to a later node, after source s the node s + 1 is complete
+and leaves the accumulator. In both built-in spaces a source feeds every pending node; where a layout has
+no edge from a source to one of them, the source's candidates are added through an index.
 
 Same semantics as the per-edge path (docs/methods.md §12): ``none`` and removed ops are skipped (a candidate
 runs on the edges where it is still active, added through an index when that is not all of them), the edge
@@ -17,16 +19,18 @@ once per node, which the shuffle's linearity allows.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from ..arch.base import CellWeights
 from ..spaces.ops import ReLUFirst, _concat_groupwise
 from .mixed import MixedOp
 from .partial import PartialChannelEdge, channel_shuffle, memory_format_of
-from .wide import BatchCounter, WideBatchNorm, bns_of, convs_of, repeat_channels, wide_kind
+from .wide import BatchCounter, WideBatchNorm, bns_of, conv, convs_of, needs_grad, repeat_channels, wide_kind
 
 
 def edge_parts(edge: nn.Module) -> tuple[MixedOp, PartialChannelEdge | None]:
@@ -58,7 +62,7 @@ class Candidate:
 @dataclass
 class Source:
     state: int
-    edges: list[int]                   # its edges, one per pending node, by target
+    edges: list[int | None]            # its edge into each pending node, by target (None: none there)
     partial: PartialChannelEdge | None
     candidates: list[Candidate]        # computed and added one by one
     merged: list[Candidate]            # ending in one BN over all their edges' channels, then one weighted sum
@@ -80,10 +84,16 @@ class CellPlan:
     wide conv (one ``torch.cat`` of the edges' parameters per conv slot).
     """
 
-    def __init__(self, edges: nn.ModuleList, num_inputs: int, num_nodes: int, device: torch.device):
+    def __init__(self, edges: nn.ModuleList, layout: Sequence[tuple[int, int]], device: torch.device):
+        if len(layout) != len(edges):
+            raise ValueError(f"the cell has {len(edges)} edges, its layout {len(layout)}")
         self.parts = [edge_parts(e) for e in edges]
         self.partial = self.parts[0][1]
-        self.num_inputs, self.num_nodes, self.device = num_inputs, num_nodes, device
+        self.num_inputs = min(target for _, target in layout)
+        last = max(target for _, target in layout)
+        self.num_nodes, self.device = last - self.num_inputs + 1, device
+        if any(not 0 <= source < target for source, target in layout):
+            raise ValueError("every edge of a cell must lead from an earlier state to a later node")
         self.num_ops = len(self.parts[0][0].op_names)
         self.weight_index: list[int] = []
         self.weight_sizes: list[int] = []
@@ -91,12 +101,14 @@ class CellPlan:
         self.scale_sizes: list[int] = []
         self.slots: dict[tuple, list[torch.Tensor]] = {}
         self.slot_sizes: dict[tuple, list[int]] = {}
-        base = [sum(num_inputs + j for j in range(n)) for n in range(num_nodes)]
-        self.sources = [self._source(s, [base[n] + s for n in range(max(0, s - num_inputs + 1), num_nodes)])
-                        for s in range(num_inputs + num_nodes - 1)]
-        for n in range(num_nodes):
-            if not any(self._contributes(base[n] + s) for s in range(num_inputs + n)):
-                raise RuntimeError(f"node {num_inputs + n} has no active incoming op")
+        edge_of = {(source, target): e for e, (source, target) in enumerate(layout)}
+        # source s adds into the nodes still pending while it runs (all after it); where no edge of the layout
+        # leads to one of them, its slot there is None
+        self.sources = [self._source(s, [edge_of.get((s, t)) for t in range(max(s + 1, self.num_inputs), last + 1)])
+                        for s in range(last)]
+        for t in range(self.num_inputs, last + 1):
+            if not any(self._contributes(e) for e, (_, target) in enumerate(layout) if target == t):
+                raise RuntimeError(f"node {t} has no active incoming op")
         self.weight_index_t = torch.tensor(self.weight_index, device=device)
         self.scale_index_t = torch.tensor(self.scale_index, device=device)
         wide_bns = [bn for src in self.sources for c in src.candidates + src.merged for bn in c.bns]
@@ -113,12 +125,11 @@ class CellPlan:
     def _index(self, positions: list[int], targets: int) -> torch.Tensor | None:
         return None if len(positions) == targets else torch.tensor(positions, device=self.device)
 
-    def _candidate(self, o: int, ids: list[int]) -> Candidate | None:
-        mixed = [self.parts[e][0] for e in ids]
-        positions = [p for p, m in enumerate(mixed) if o in m.active]
+    def _candidate(self, o: int, ids: list[int | None]) -> Candidate | None:
+        positions = [p for p, e in enumerate(ids) if e is not None and o in self.parts[e][0].active]
         if not positions:
             return None
-        members = [mixed[p] for p in positions]
+        members = [self.parts[ids[p]][0] for p in positions]
         modules = [m.ops[o] for m in members]
         kinds = {wide_kind(m) for m in modules}
         kind = kinds.pop() if len(kinds) == 1 else "generic"
@@ -137,13 +148,13 @@ class CellPlan:
                 self.slots.setdefault(key, []).extend(conv.weight for conv in group)
         return c
 
-    def _weights(self, ids: list[int], candidates: list[Candidate]) -> int:
+    def _weights(self, ids: list[int | None], candidates: list[Candidate]) -> int:
         """Append the op weights of ``candidates`` on their edges to the gathered ones; returns their chunk."""
         self.weight_index += [ids[p] * self.num_ops + c.op for c in candidates for p in c.positions]
         self.weight_sizes.append(sum(len(c.positions) for c in candidates))
         return len(self.weight_sizes) - 1
 
-    def _source(self, s: int, ids: list[int]) -> Source:
+    def _source(self, s: int, ids: list[int | None]) -> Source:
         candidates = [c for c in (self._candidate(o, ids) for o in range(self.num_ops)) if c is not None]
         merged = [c for c in candidates if c.index is None and not c.dropped and c.final is not None]
         merged_bn = None
@@ -160,9 +171,10 @@ class CellPlan:
         for c in separate:
             c.weights = self._weights(ids, [c])
         merged_weights = self._weights(ids, merged) if merged else -1
-        partial, bypass = self.parts[ids[0]][1], None
+        present = [e for e in ids if e is not None]
+        partial, bypass = (self.parts[present[0]][1] if present else None), None
         if partial is not None:
-            positions = [p for p, e in enumerate(ids) if self._contributes(e)]
+            positions = [p for p, e in enumerate(ids) if e is not None and self._contributes(e)]
             if positions:
                 self.scale_index += [ids[p] for p in positions]
                 self.scale_sizes.append(len(positions))
@@ -209,8 +221,8 @@ class CellPlan:
                 if acc is None:  # only zero maps reached the pending nodes so far
                     acc = self._zeros(x0, targets)
                 (node, acc), (part, rest) = _pop(acc), _pop(rest)
-                states.append(node.contiguous(memory_format=fmt) if src.partial is None
-                              else channel_shuffle([node, part], src.partial.k, fmt))
+                states.append(node.contiguous(memory_format=fmt) if self.partial is None
+                              else channel_shuffle([node, part], self.partial.k, fmt))
         return states
 
     def _merged(self, src: Source, inputs: "_SourceInputs", filters: dict, weights: torch.Tensor,
@@ -225,11 +237,7 @@ class CellPlan:
                 if m.probe is not None:
                     m.probe(c.op, y6[:, k, e])
         if memory_format_of(y) == torch.channels_last:
-            # Summed over candidates in the (N, H, W, K, P, C) view, so that the gradient reaching the BN is
-            # dense channels-last (through the NCHW view it came back in the default layout, and the BN's
-            # backward ran several times slower).
-            nhwc = y.permute(0, 2, 3, 1).unflatten(3, (K, P, -1))
-            term = (nhwc * weights.view(1, 1, 1, K, P, 1)).sum(3).permute(0, 3, 4, 1, 2)
+            term = _ChannelsLastWeightedSum.apply(y, weights.view(K, P))
         else:
             term = (y6 * weights.view(1, K, P, 1, 1, 1)).sum(1)
         return term if acc is None else acc + term
@@ -252,10 +260,12 @@ class CellPlan:
             pooled = repeat_channels(first[0](inputs.x), E)
             return (pooled if c.merged else c.bns[0](pooled, training)), False
         weight = lambda j: filters[c.convs[j][0]][c.convs[j][1]]
-        if c.kind == "reduce":
-            r = inputs.relu()
-            a, b = F.conv2d(r[:, :, ::2, ::2], weight(0)), F.conv2d(r[:, :, 1::2, 1::2], weight(1))
-            h = _concat_groupwise(a, b, E)
+        if c.kind == "reduce":  # grouped: each edge's groups on its own copy of the input
+            g = first.groups
+            r = inputs.relu() if g == 1 else inputs.repeated(E)
+            a = F.conv2d(r[:, :, ::2, ::2], weight(0), None, 1, 0, 1, E * g if g > 1 else 1)
+            b = F.conv2d(r[:, :, 1::2, 1::2], weight(1), None, 1, 0, 1, E * g if g > 1 else 1)
+            h = _concat_groupwise(a, b, E * g)
             return (h if c.merged else c.bns[0](h, training)), False
         if c.kind == "body":
             h, is_wide, j, b = inputs.relu(), False, 0, 0
@@ -264,7 +274,7 @@ class CellPlan:
                     if not is_wide and layer.groups > 1:  # depthwise on the shared input: repeat it E times
                         h = inputs.repeated(E)
                     groups = layer.groups * E if is_wide or layer.groups > 1 else 1
-                    h = F.conv2d(h, weight(j), None, layer.stride, layer.padding, layer.dilation, groups)
+                    h = conv(h, weight(j), layer, groups)
                     is_wide, j = True, j + 1
                 elif isinstance(layer, nn.BatchNorm2d):
                     h, b = c.bns[b](h, training), b + 1
@@ -293,6 +303,43 @@ class CellPlan:
         for mask in masks.values():
             mask.div_(1 - p)
         return masks
+
+
+class _ChannelsLastWeightedSum(torch.autograd.Function):
+    """``Σ_k w[k, p] · y[:, k, p]`` for a channels-last y of (K, P, C) channels: (N, P, C, H, W), channels innermost.
+
+    Autograd's own backward of the multiply and sum handed the BN before it a gradient in a layout the BN's
+    backward first copied (a strided 6-d copy); this one writes it straight in y's layout.
+    """
+
+    @staticmethod
+    def forward(ctx, y, w):
+        K, P = w.shape
+        nhwc = y.permute(0, 2, 3, 1).unflatten(3, (K, P, -1))
+        ctx.save_for_backward(y, w)
+        return (nhwc * w.view(1, 1, 1, K, P, 1)).sum(3).permute(0, 3, 4, 1, 2)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        y, w = ctx.saved_tensors
+        K, P = w.shape
+        nhwc = y.permute(0, 2, 3, 1).unflatten(3, (K, P, -1))
+        # (N, H, W, P, C), dense: the gradient may come in another layout (the architecture step's does), and
+        # reading it strided costs more than one copy
+        grad = grad.permute(0, 3, 4, 1, 2).contiguous()
+        grad_y = grad_w = None
+        if needs_grad(ctx, 0, y):
+            grad_y = torch.empty_like(y)
+            torch.mul(grad.unsqueeze(3), w.view(1, 1, 1, K, P, 1),
+                      out=grad_y.permute(0, 2, 3, 1).unflatten(3, (K, P, -1)))
+        if needs_grad(ctx, 1, w):
+            # per k a product and a sum over the outer (pixel) dim: a reduction over the outer dim runs
+            # vectorised, one over (N, H, W, C) at once does not
+            M = grad.shape[0] * grad.shape[1] * grad.shape[2]
+            grad_w = torch.stack([(nhwc[:, :, :, k] * grad).view(M, -1).sum(0) for k in range(K)])
+            grad_w = grad_w.view(K, P, -1).sum(2)
+        return grad_y, grad_w
 
 
 def _pop(acc: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -341,9 +388,13 @@ class _SourceInputs:
 
 
 class BatchedNodes:
-    """A drop-in for ``sum_nodes`` (same call), held by a cell; rebuilds its plan when the active ops change."""
+    """A drop-in for ``sum_nodes`` (same call), held by a cell; rebuilds its plan when the active ops change.
 
-    def __init__(self):
+    ``layout`` is the cell as data, every edge's (source, target) in edge order (``SearchSpace.edges``).
+    """
+
+    def __init__(self, layout: Sequence[tuple[int, int]]):
+        self.layout = tuple(layout)
         self.plan: CellPlan | None = None
         self.key: tuple | None = None
 
@@ -351,10 +402,12 @@ class BatchedNodes:
                  weights: CellWeights) -> list[torch.Tensor]:
         if weights.groups is not None:
             raise ValueError("the batched executor does not handle channel-group scales (G-DARTS-A)")
-        key = (states[0].device, len(states), num_nodes,
-               tuple((tuple(m.active), m.zero) for m in (edge_parts(e)[0] for e in edges)))
+        key = (states[0].device, tuple((tuple(m.active), m.zero) for m in (edge_parts(e)[0] for e in edges)))
         if key != self.key:
-            self.plan, self.key = CellPlan(edges, len(states), num_nodes, states[0].device), key
+            self.plan, self.key = CellPlan(edges, self.layout, states[0].device), key
+        if (self.plan.num_inputs, self.plan.num_nodes) != (len(states), num_nodes):
+            raise ValueError(f"a cell of {num_nodes} nodes on {len(states)} inputs, but its layout has "
+                             f"{self.plan.num_nodes} on {self.plan.num_inputs}")
         return self.plan.run(states, weights, edges.training)
 
 
@@ -367,9 +420,9 @@ def batched_fallback(config) -> str | None:
         return f"edge kind {config.edge!r}"
     if config.groups > 1 or config.group_attention:
         return "G-DARTS-A channel groups and group attention"
-    if config.conv_groups > 1:
-        return "grouped convs (conv_groups > 1)"
     if config.partial_k > 1 and config.partial_sampling != "first":
+        # "random" draws each edge's channel subset apart, so the edges leaving a node do not share an input;
+        # "all" folds the K groups through one op, the G-DARTS-A form
         return f"partial_sampling {config.partial_sampling!r}"
     if config.sync_bn:
         return "sync_bn (the wide BN normalises per rank)"
@@ -378,9 +431,10 @@ def batched_fallback(config) -> str | None:
     return None
 
 
-def use_batched_nodes(net: nn.Module) -> None:
-    """Give every cell of a supernet the batched executor (its edges must be mixed or first-channel partial)."""
+def use_batched_nodes(net: nn.Module, layout: Sequence[tuple[int, int]]) -> None:
+    """Give every cell of a supernet the batched executor (its edges must be mixed or first-channel partial);
+    ``layout``: the cells' (source, target) of every edge, ``SearchSpace.edges``."""
     for cell in net.cells:
         for edge in cell.edges:
             edge_parts(edge)
-        cell.node_sum = BatchedNodes()
+        cell.node_sum = BatchedNodes(layout)

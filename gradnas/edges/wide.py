@@ -1,8 +1,9 @@
 """One candidate op of the E edges that leave one node, computed as one op over E·C channels.
 
 All edges leaving a node see the same input, so the E copies of a parametric candidate become one wide
-computation: a dense conv on the shared input with the E edges' filters stacked (E·C outputs), a depthwise
-conv on the input repeated E times, a pointwise conv with groups = E, one BN over E·C channels. Parameter-free
+computation: a dense conv on the shared input with the E edges' filters stacked (E·C outputs), a depthwise or
+grouped conv (g groups) on the input repeated E times with E·g groups, a pointwise conv with groups = E·g, one BN
+over E·C channels. Parameter-free
 candidates (pools, skip) are computed once and shared. Parameters stay in the per-edge modules; the wide
 weight is their concatenation, one ``torch.cat`` per forward whose backward hands each parameter a view.
 
@@ -18,8 +19,9 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
-from ..spaces.ops import FactorizedReduce, PoolBN, ReLUFirst, _concat_groupwise
+from ..spaces.ops import FactorizedReduce, PoolBN, ReLUFirst
 from .partial import memory_format_of
 
 POOLS = (nn.MaxPool2d, nn.AvgPool2d)
@@ -34,15 +36,76 @@ def repeat_channels(x: torch.Tensor, times: int) -> torch.Tensor:
     return x.unsqueeze(1).expand(N, times, C, H, W).reshape(N, times * C, H, W)
 
 
+def conv(x: torch.Tensor, weight: torch.Tensor, layer: nn.Conv2d, groups: int) -> torch.Tensor:
+    """``layer``'s convolution of x with ``weight`` in ``groups`` groups, in the form fastest on x's device.
+
+    On the CPU, oneDNN's backward of a dilated depthwise conv is slow, and the undilated form below runs
+    several times faster (bench/wide_convs.py: "wide" against "wide-cpu"). A "same"-padded conv of
+    dilation d computes the same sums as an undilated one over the d² pixel phases of its input (every d-th
+    pixel from offset (a, b)); a stride-d one reads phase (0, 0) only. So those convs run undilated there, the
+    stride-1 ones in the forward as they are and with their backward by fast kernels (:class:`_PhasedDepthwise`).
+    """
+    (kh, kw), (d, dw), stride = weight.shape[2:], layer.dilation, layer.stride
+    C, H, W = x.shape[1:]
+    if (x.device.type != "cpu" or d == 1 or dw != d or groups != C or weight.shape[0] != C
+            or layer.padding != (d * (kh - 1) // 2, d * (kw - 1) // 2) or kh % 2 == 0 or kw % 2 == 0):
+        return F.conv2d(x, weight, None, stride, layer.padding, layer.dilation, groups)
+    if stride == (d, d):
+        return F.conv2d(x[:, :, ::d, ::d], weight, None, 1, ((kh - 1) // 2, (kw - 1) // 2), 1, groups)
+    if stride == (1, 1) and H % d == 0 and W % d == 0:
+        return _PhasedDepthwise.apply(x, weight, layer.padding, d)
+    return F.conv2d(x, weight, None, stride, layer.padding, layer.dilation, groups)
+
+
+def _phases(x: torch.Tensor, d: int) -> torch.Tensor:
+    """(N, C, H, W) → (d²·N, C, H/d, W/d) channels-last: image (a·d + b)·N + n is pixels (a::d, b::d) of image n."""
+    N, C, H, W = x.shape
+    split = x.permute(0, 2, 3, 1).reshape(N, H // d, d, W // d, d, C).permute(2, 4, 0, 1, 3, 5)
+    return split.reshape(d * d * N, H // d, W // d, C).permute(0, 3, 1, 2)  # one copy
+
+
+def needs_grad(ctx, i: int, t: torch.Tensor) -> bool:
+    """Whether this backward pass wants the gradient of a custom Function's input i (the tensor t): unlike a
+    built-in op's, a custom Function's backward is not told, and ``ctx.needs_input_grad`` only says that t
+    requires grad (the weight step takes no architecture gradients, the architecture step no weight gradients)."""
+    return ctx.needs_input_grad[i] and (t.grad_fn is None or torch._C._will_engine_execute_node(t.grad_fn))
+
+
+class _PhasedDepthwise(torch.autograd.Function):
+    """A stride-1 "same" depthwise conv of dilation d; its backward by fast kernels: the input gradient as the
+    conv of the output gradient with the flipped filters, the weight gradient as the undilated conv's over the
+    d² phases of input and output gradient."""
+
+    @staticmethod
+    def forward(ctx, x, weight, padding, d):
+        ctx.save_for_backward(x, weight)
+        ctx.padding, ctx.d = padding, d
+        return F.conv2d(x, weight, None, 1, padding, d, weight.shape[0])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        d, C, (kh, kw) = ctx.d, weight.shape[0], weight.shape[2:]
+        # under autocast the forward's conv ran in the gradient's dtype; the backward runs outside autocast
+        x_, weight_ = x.to(grad.dtype), weight.to(grad.dtype)
+        grad_x = grad_w = None
+        if needs_grad(ctx, 0, x):
+            grad_x = F.conv2d(grad, weight_.flip(2, 3), None, 1, ctx.padding, d, C).to(x.dtype)
+        if needs_grad(ctx, 1, weight):
+            grad_w = torch.ops.aten.convolution_backward(
+                _phases(grad, d), _phases(x_, d), weight_, None, [1, 1], [(kh - 1) // 2, (kw - 1) // 2], [1, 1],
+                False, [0, 0], C, [False, True, False])[1].to(weight.dtype)
+        return grad_x, grad_w, None, None
+
+
 def _plain_bn(m: nn.Module) -> bool:
     return type(m) is nn.BatchNorm2d and m.momentum is not None
 
 
 def _plain_conv(m: nn.Module) -> bool:
-    """A bias-free zero-padded conv, dense or depthwise: the kinds a wide conv can stack."""
-    depthwise = m.groups == m.in_channels == m.out_channels
-    return (type(m) is nn.Conv2d and m.bias is None and m.padding_mode == "zeros" and isinstance(m.padding, tuple)
-            and (m.groups == 1 or depthwise))
+    """A bias-free zero-padded conv (dense, grouped or depthwise): the kind a wide conv can stack."""
+    return type(m) is nn.Conv2d and m.bias is None and m.padding_mode == "zeros" and isinstance(m.padding, tuple)
 
 
 def wide_kind(op: nn.Module) -> str:
@@ -53,7 +116,7 @@ def wide_kind(op: nn.Module) -> str:
         return "pool"
     if isinstance(op, PoolBN) and isinstance(op[0], POOLS) and _plain_bn(op[1]) and len(op) == 2:
         return "pool_bn"
-    if type(op) is FactorizedReduce and op.groups == 1 and _plain_conv(op.conv_1) and _plain_bn(op.bn):
+    if type(op) is FactorizedReduce and _plain_conv(op.conv_1) and _plain_bn(op.bn):
         return "reduce"
     if isinstance(op, ReLUFirst) and isinstance(op.body, nn.Sequential) and _sequence_fits(op.body):
         return "body"

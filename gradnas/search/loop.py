@@ -92,7 +92,7 @@ def build_search_model(config: SearchConfig, num_classes: int, in_channels: int 
     if config.executor == "batched":
         reason = batched_fallback(config)
         if reason is None:
-            use_batched_nodes(net)
+            use_batched_nodes(net, space.edges(len(net.in_degrees)))
         else:
             log.warning("executor batched does not handle %s: the supernet runs edge by edge", reason)
     return SearchModel(net, arch)
