@@ -68,7 +68,12 @@ def needs_grad(ctx, i: int, t: torch.Tensor) -> bool:
     """Whether this backward pass wants the gradient of a custom Function's input i (the tensor t): unlike a
     built-in op's, a custom Function's backward is not told, and ``ctx.needs_input_grad`` only says that t
     requires grad (the weight step takes no architecture gradients, the architecture step no weight gradients)."""
-    return ctx.needs_input_grad[i] and (t.grad_fn is None or torch._C._will_engine_execute_node(t.grad_fn))
+    return ctx.needs_input_grad[i] and (t.grad_fn is None or _will_execute is None or _will_execute(t.grad_fn))
+
+
+# The engine's answer is a private hook of PyTorch's (torch.autograd.graph uses it); without it every gradient
+# is computed, which is correct, only slower.
+_will_execute = getattr(torch._C, "_will_engine_execute_node", None)
 
 
 class _PhasedDepthwise(torch.autograd.Function):
