@@ -1,7 +1,14 @@
+import os
 from pathlib import Path
 
 import pytest
 import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Parallel workers, one per core: one thread each, in the workers and in the processes they start, since
+    # threads of two processes on one core wait on each other far more than they gain.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -114,7 +114,7 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tmp_path, monkeypatc
 def test_sigkilled_cli_run_resumes(tmp_path):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "gradnas", "search", "--space", "nb201", "--channels", "4", "--layers", "1",
-           "--batch-size", "16", "--epochs", "12", "--no-progress", "--out", str(out)]
+           "--batch-size", "16", "--epochs", "6", "--steps-per-epoch", "8", "--no-progress", "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 600  # generous: only a loaded machine is this slow, and then it must not fail
     while not (out / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
@@ -123,12 +123,12 @@ def test_sigkilled_cli_run_resumes(tmp_path):
     proc.wait()
     assert (out / "checkpoint.pt").exists(), f"no checkpoint before the kill: {proc.stderr.read().decode()[-2000:]}"
     done = load_checkpoint(out / "checkpoint.pt")["epoch"]
-    assert 1 <= done < 12
+    assert 1 <= done < 6
     result = subprocess.run([sys.executable, "-m", "gradnas", "search", "--resume", str(out), "--no-progress"],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 12
-    assert [json.loads(line)["epoch"] for line in (out / "log.jsonl").read_text().splitlines()] == list(range(12))
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 6
+    assert [json.loads(line)["epoch"] for line in (out / "log.jsonl").read_text().splitlines()] == list(range(6))
 
 
 def test_nan_loss_stops_with_one_line_and_keeps_the_checkpoint(tmp_path, monkeypatch, capsys):
