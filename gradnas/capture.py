@@ -51,7 +51,7 @@ class CapturedStep:
     A call whose inputs differ in shape, dtype or device from the captured ones runs eagerly. The tensors a
     replay returns are the graph's own outputs, overwritten by the next replay: use them (or enqueue work on
     them) before calling again. ``strict``: a failed capture raises :class:`GradnasError`; otherwise it logs
-    one warning and the step runs eagerly from then on.
+    one warning and the step runs eagerly from then on (``failed``).
     """
 
     def __init__(self, fn: Callable[..., tuple], warmup: int = 3, strict: bool = False, backend=None):
@@ -62,10 +62,6 @@ class CapturedStep:
         self.static_inputs: list[torch.Tensor] | None = None
         self.outputs: tuple = ()
         self.failed = False
-
-    @property
-    def captured(self) -> bool:
-        return self.graph is not None
 
     def _fits(self, inputs: Tensors) -> bool:
         return all((x.shape, x.dtype, x.device, x.stride()) == (s.shape, s.dtype, s.device, s.stride())
@@ -82,7 +78,7 @@ class CapturedStep:
             except RuntimeError as err:
                 self.graph, self.static_inputs, self.failed = None, None, True
                 if self.strict:
-                    raise GradnasError(f"the search iteration could not be captured as a CUDA graph "
+                    raise GradnasError(f"the iteration could not be captured as a CUDA graph "
                                        f"({first_line(err)}); run without --cuda-graph on") from None
                 log.warning("the iteration could not be captured as a CUDA graph (%s): it runs eagerly",
                             first_line(err))

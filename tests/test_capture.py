@@ -97,11 +97,15 @@ def test_captured_step_warms_up_captures_once_and_replays_new_inputs():
     assert odd[0].shape == (4,) and backend.replays == 5
 
 
-def test_a_failed_capture_falls_back_or_is_one_error(caplog):
-    class Refuses(StandIn):
-        def capture(self, fn, static_inputs):
-            raise RuntimeError("operation not permitted when stream is capturing")
+class Refuses(StandIn):
+    """A capture that fails, as one that meets a host synchronisation does."""
 
+    def capture(self, fn, static_inputs):
+        self.captures += 1
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+
+def test_a_failed_capture_falls_back_or_is_one_error(caplog):
     lenient = CapturedStep(lambda x: (x + 1,), warmup=0, backend=Refuses())
     assert lenient(torch.zeros(2))[0].tolist() == [1, 1] and lenient(torch.ones(2))[0].tolist() == [2, 2]
     assert "could not be captured" in caplog.text
@@ -166,6 +170,17 @@ def test_captured_search_ends_where_the_eager_one_ends(tmp_path, monkeypatch, op
     for k, v in captured.model.state_dict().items():
         assert torch.equal(v, ref[k]), k
     assert eager.history[-1]["train_loss"] < eager.history[0]["train_loss"] + 0.5  # it is a real run
+
+
+def test_a_search_whose_capture_fails_warns_once_and_goes_on_eagerly(tmp_path, monkeypatch, caplog):
+    backend = Refuses()
+    monkeypatch.setattr(loop, "capture_mode", lambda *a: False)
+    monkeypatch.setattr(gradnas.capture, "CudaGraphs", lambda: backend)
+    config = resolve_config({"space": "nb201", "channels": 4, "layers": 1, "epochs": 3, "batch_size": 16,
+                             "steps_per_epoch": 5, "progress": False, "out": str(tmp_path / "run")})
+    result = Searcher(config).run()
+    assert [r["epoch"] for r in result.history] == [0, 1, 2]
+    assert backend.captures == 1 and caplog.text.count("could not be captured") == 1
 
 
 def test_captured_training_ends_where_the_eager_one_ends(tmp_path, monkeypatch):

@@ -408,6 +408,8 @@ class Searcher(RunOwner):
                 bar.set_description(f"epoch {epoch + 1}/{c.epochs}")
                 bar.set_postfix(loss=f"{totals[0].item() / n:.3f}", acc=f"{100 * totals[1].item() / n:.1f}")
             bar.update(1)
+        if getattr(iteration, "failed", False):  # said once: the later epochs run eagerly
+            self.capture = None
         if self.reduce is not None:
             self.reduce([totals])  # averaged sums: the ratios below are over all ranks' images
         n = totals[4].item()

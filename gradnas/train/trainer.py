@@ -270,6 +270,8 @@ class Trainer(RunOwner):
                 loss_sum, correct = totals.tolist()
                 bar.set_postfix(loss=f"{loss_sum / n:.3f}", acc=f"{100 * correct / n:.1f}")
             bar.update(1)
+        if getattr(step_fn, "failed", False):  # said once: the later epochs run eagerly
+            self.capture = None
         if self.dist.enabled:  # the epoch's figures over every rank's images
             totals = torch.cat([totals, totals.new_tensor([n])])
             torch.distributed.all_reduce(totals)
