@@ -17,6 +17,7 @@ from gradnas.config import resolve_config
 from gradnas.errors import GradnasError
 from gradnas.optim import CapturableSGD, set_lr
 from gradnas.profiling import HostSyncGuard
+from gradnas.search.bilevel import ARCH_UPDATES
 from gradnas.search.loop import Searcher, capture_unsafe
 from gradnas.train import Trainer
 from gradnas.train import resolve_train_config
@@ -113,7 +114,7 @@ def test_a_failed_capture_falls_back_or_is_one_error(caplog):
         CapturedStep(lambda x: (x,), warmup=0, strict=True, backend=Refuses())(torch.zeros(2))
 
 
-def test_capture_mode_and_what_cannot_be_captured():
+def test_capture_mode_and_what_cannot_be_captured(monkeypatch):
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
     assert capture_mode("auto", cpu, None) is None and capture_mode("off", gpu, None) is None
     assert capture_mode("auto", gpu, None) is False and capture_mode("on", gpu, None) is True
@@ -129,6 +130,8 @@ def test_capture_mode_and_what_cannot_be_captured():
     assert "skip dropout" in capture_unsafe(config(order=2), False, None)
     assert "random channel" in capture_unsafe(config(partial_sampling="random"), False, None)
     assert capture_unsafe(resolve_config({"order": 2}), False, torch.bfloat16) is None
+    monkeypatch.setattr(ARCH_UPDATES["bilevel"], "graph_safe", False)  # an update with per-step Python state
+    assert "not graph-safe" in capture_unsafe(config(), False, None)
 
 
 def test_cli_refuses_capture_without_cuda(tmp_path, capsys):

@@ -198,9 +198,6 @@ class Searcher(RunOwner):
             betas=config.arch_betas, weight_decay=config.arch_weight_decay, warmup_epochs=config.arch_warmup_epochs,
             grad_clip=config.arch_grad_clip,
             capturable=self.capture is not None and self.device.type != "cpu")  # counters on the accelerator
-        if self.capture is not None and not self.update.graph_safe:
-            self.capture = capture_mode(config.cuda_graph, self.device,
-                                        f"architecture update {config.arch_update!r} is not graph-safe")
         self.reduce = partial(average_, context=self.dist) if self.dist.enabled else None
         self.update.reduce = self.reduce or self.update.reduce
         self.scaler = None
@@ -467,6 +464,8 @@ def capture_unsafe(config: SearchConfig, distributed: bool, amp_dtype: torch.dty
         return "random channel subsets (not yet checked under capture)"
     if config.order == 2 and config.skip_dropout > 0:
         return "second order with skip dropout (its finite differences replay the generator's state)"
+    if not ARCH_UPDATES[config.arch_update].graph_safe:
+        return f"architecture update {config.arch_update!r} (not graph-safe)"
     return None
 
 
