@@ -67,6 +67,13 @@ def budget_options(method: str, epochs: int, batch_size: int) -> dict[str, Any]:
     return options
 
 
+def option(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.replace("-", "_"), value
+
+
 def run_one(method: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.runs) / f"{method}-s{seed}"
     if (out / "genotype.json").is_file() and (out / "time.json").is_file():  # finished before: reuse
@@ -79,6 +86,7 @@ def run_one(method: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         if not args.published:
             options.update(channels=args.channels, layers=args.layers,
                            **budget_options(method, args.epochs, args.batch_size))
+        options.update(args.set)
         cmd = ["search"] + [f"--{k.replace('_', '-')}={v}" for k, v in options.items()]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)} if args.threads else dict(os.environ)
     started = time.perf_counter()
@@ -169,6 +177,8 @@ def render(rows: list[dict[str, Any]], methods: list[str], args: argparse.Namesp
     if any(settings.values()):
         lines += ["", "Schedules scaled to the budget: " + "; ".join(
             f"{m}: " + ", ".join(f"{k}={v}" for k, v in s.items()) for m, s in settings.items() if s) + "."]
+    if args.set:
+        lines += ["", "Set for every run: " + ", ".join(f"{k}={v}" for k, v in args.set) + "."]
     lines += ["", f"Command: `python bench/nb201_compare.py {' '.join(sys.argv[1:])}`"]
     return "\n".join(lines)
 
@@ -203,6 +213,8 @@ def main() -> None:
     parser.add_argument("--title", default=None)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (0: torch's default)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", type=option,
+                        help="an option for every run, as gradnas search's --key=value (e.g. iim_samples=0)")
     args = parser.parse_args()
     for m in args.methods:
         PRESETS[m]  # an unknown name fails here, before any run

@@ -45,9 +45,12 @@ TINY = {"darts": {"channels": 8, "layers": 3}, "nb201": {"channels": 8, "layers"
 # space in the second-order test.
 BATCHED = [("darts", "darts", {"channels": 4}), ("darts", "pc-darts", {}), ("darts", "dnas", {}),
            ("nb201", "darts", {}), ("nb201", "s-darts", {}),
-           ("nb201", "darts", {"conv_groups": 2})]
-FALLBACK = [("darts", "darts-attention", {}), ("darts", "g-darts-a", {}), ("darts", "g-darts", {}),
-            ("darts", "g-pc-darts-a", {}), ("darts", "pc-darts", {"partial_sampling": "random"})]
+           ("nb201", "darts", {"conv_groups": 2}),
+           # G-DARTS-A: attention per channel group of the full-width output (split), with grouped convs, and
+           # groups folded into the batch (exact), also under partial channels "all" with edge normalisation
+           ("darts", "darts-attention", {}), ("darts", "g-darts-a", {}), ("darts", "g-darts", {}),
+           ("darts", "g-pc-darts-a", {}), ("nb201", "g-darts", {})]
+FALLBACK = [("darts", "pc-darts", {"partial_sampling": "random"})]
 TOL = dict(rtol=1e-10, atol=1e-12)
 
 

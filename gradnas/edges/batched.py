@@ -14,7 +14,10 @@ runs on the edges where it is still active, added through an index when that is 
 scale multiplies the op weights, the Fisher probe sees each (edge, op) raw output, DNAS's skip dropout draws
 each edge's mask in the per-edge path's order, and PC-DARTS's partial channels ("first") share the C/K slice
 and the bypass of a source; the processed part and the bypass are accumulated apart and shuffled together
-once per node, which the shuffle's linearity allows.
+once per node, which the shuffle's linearity allows ("all", G-PC-DARTS-A's, shuffles the node alone).
+G-DARTS-A's channel groups fold a source's input into the batch once for all of its edges ("exact"), and
+group attention scales an edge's whole output, ``a_e ⊙ Σ_o w_o·y_o``: the source's candidates are summed
+per target, then scaled by their edges' attention in one multiply-add into the pending nodes.
 """
 from __future__ import annotations
 
@@ -28,18 +31,24 @@ from torch.autograd.function import once_differentiable
 
 from ..arch.base import CellWeights
 from ..spaces.ops import ReLUFirst, _concat_groupwise
+from .groups import ChannelGroupEdge, fold_groups, unfold_groups
 from .mixed import MixedOp
 from .partial import PartialChannelEdge, channel_shuffle, memory_format_of
 from .wide import BatchCounter, WideBatchNorm, bns_of, conv, convs_of, needs_grad, repeat_channels, wide_kind
 
 
-def edge_parts(edge: nn.Module) -> tuple[MixedOp, PartialChannelEdge | None]:
-    """The mixed op of an edge and its partial-channel wrapper; ValueError for edges this executor cannot batch."""
+def edge_parts(edge: nn.Module) -> tuple[MixedOp, PartialChannelEdge | None, ChannelGroupEdge | None]:
+    """The mixed op of an edge, its partial-channel and its channel-group wrappers; ValueError for edges this
+    executor cannot batch."""
+    partial = grouped = None
+    if isinstance(edge, PartialChannelEdge) and edge.sampling in ("first", "all"):
+        partial, edge = edge, edge.inner
+    if isinstance(edge, ChannelGroupEdge):
+        grouped, edge = edge, edge.inner
     if isinstance(edge, MixedOp):
-        return edge, None
-    if isinstance(edge, PartialChannelEdge) and edge.sampling == "first" and isinstance(edge.inner, MixedOp):
-        return edge.inner, edge
-    raise ValueError(f"the batched executor handles mixed and first-channel partial edges, not {type(edge).__name__}")
+        return edge, partial, grouped
+    raise ValueError("the batched executor handles mixed edges, with channel groups and first or all partial "
+                     f"channels, not {type(edge).__name__}")
 
 
 @dataclass
@@ -88,7 +97,10 @@ class CellPlan:
         if len(layout) != len(edges):
             raise ValueError(f"the cell has {len(edges)} edges, its layout {len(layout)}")
         self.parts = [edge_parts(e) for e in edges]
-        self.partial = self.parts[0][1]
+        _, self.partial, grouped = self.parts[0]
+        # channels of a state that reach the ops (PC-DARTS "first": 1/K), and groups folded into the batch
+        self.slice_k = self.partial.k if self.partial is not None and self.partial.sampling == "first" else 1
+        self.fold = grouped.groups if grouped is not None and grouped.fold else 1
         self.num_inputs = min(target for _, target in layout)
         last = max(target for _, target in layout)
         self.num_nodes, self.device = last - self.num_inputs + 1, device
@@ -99,6 +111,7 @@ class CellPlan:
         self.weight_sizes: list[int] = []
         self.scale_index: list[int] = []
         self.scale_sizes: list[int] = []
+        self.group_index: list[int] = []  # each source's edges into its pending nodes, len(edges) for none
         self.slots: dict[tuple, list[torch.Tensor]] = {}
         self.slot_sizes: dict[tuple, list[int]] = {}
         edge_of = {(source, target): e for e, (source, target) in enumerate(layout)}
@@ -111,6 +124,7 @@ class CellPlan:
                 raise RuntimeError(f"node {t} has no active incoming op")
         self.weight_index_t = torch.tensor(self.weight_index, device=device)
         self.scale_index_t = torch.tensor(self.scale_index, device=device)
+        self.group_index_t = torch.tensor(self.group_index, device=device)
         wide_bns = [bn for src in self.sources for c in src.candidates + src.merged for bn in c.bns]
         wide_bns += [src.merged_bn for src in self.sources if src.merged_bn is not None]
         self.counter = BatchCounter([bn for w in wide_bns for bn in w.bns])
@@ -173,7 +187,8 @@ class CellPlan:
         merged_weights = self._weights(ids, merged) if merged else -1
         present = [e for e in ids if e is not None]
         partial, bypass = (self.parts[present[0]][1] if present else None), None
-        if partial is not None:
+        self.group_index += [len(self.parts) if e is None else e for e in ids]
+        if partial is not None and self.slice_k > 1:
             positions = [p for p, e in enumerate(ids) if e is not None and self._contributes(e)]
             if positions:
                 self.scale_index += [ids[p] for p in positions]
@@ -191,21 +206,24 @@ class CellPlan:
         if weights.edges is not None and self.scale_sizes:
             scales = weights.edges.index_select(0, self.scale_index_t).to(x0.dtype).split(self.scale_sizes)
         filters = {key: torch.cat(params).split(self.slot_sizes[key]) for key, params in self.slots.items()}
+        attention = self._attention(weights.groups, x0) if weights.groups is not None else None
         if training:
             self.counter.step()
         noise = self._dropout_noise(x0, fmt) if training and self.drops else {}
         acc = rest = None
         for src in self.sources:
             x, targets = states[src.state], len(src.edges)
-            if src.partial is not None:
-                width = x.shape[1] // src.partial.k
+            if self.slice_k > 1:
+                width = x.shape[1] // self.slice_k
                 x_ops, x_rest = x.split([width, x.shape[1] - width], 1)
                 x = x_ops.contiguous(memory_format=fmt)
                 if src.bypass is not None:
                     index, chunk = src.bypass
                     rest = _accumulate(rest, src.partial.bypass(x_rest)[:, None],
                                        None if scales is None else scales[chunk], index, targets)
-            inputs = _SourceInputs(x)
+            inputs = _SourceInputs(fold_groups(x, self.fold) if self.fold > 1 else x)
+            # with attention the source's terms are summed apart, then scaled per edge (and group) at once
+            total, acc = acc, (acc if attention is None else None)
             if src.merged:
                 acc = self._merged(src, inputs, filters, op_weights[src.merged_weights], acc, training)
             for c in src.candidates:
@@ -217,13 +235,32 @@ class CellPlan:
                 if c.dropped and training:
                     y5 = y5 * noise[id(c)]
                 acc = _accumulate(acc, y5, op_weights[c.weights], c.index, targets)
+            if attention is not None:
+                scale = attention[src.state]
+                acc = total if acc is None else acc * scale if total is None else torch.addcmul(total, acc, scale)
             if src.state + 1 >= self.num_inputs:  # the next state has all its inputs now
                 if acc is None:  # only zero maps reached the pending nodes so far
-                    acc = self._zeros(x0, targets)
+                    N, *pixel = self._node_shape(x0)
+                    acc = x0.new_zeros((N, targets, *pixel))
                 (node, acc), (part, rest) = _pop(acc), _pop(rest)
-                states.append(node.contiguous(memory_format=fmt) if self.partial is None
-                              else channel_shuffle([node, part], self.partial.k, fmt))
+                node = unfold_groups(node, self.fold) if self.fold > 1 else node
+                if self.partial is None:
+                    states.append(node.contiguous(memory_format=fmt))
+                else:
+                    states.append(channel_shuffle([node] if part is None else [node, part], self.partial.k, fmt))
         return states
+
+    def _attention(self, groups: torch.Tensor, x0: torch.Tensor) -> list[torch.Tensor]:
+        """Each source's (E, M) attention on its pending nodes, shaped to scale its summed terms: per folded
+        sample (b·M + m carries group m) or per channel (channel m·C/M + q belongs to group m)."""
+        E, M = groups.shape
+        if E in self.group_index:  # a source without an edge to one of its pending nodes scales it by 0
+            groups = torch.cat([groups, groups.new_zeros(1, M)])
+        per_source = groups.index_select(0, self.group_index_t).to(x0.dtype).split([len(s.edges) for s in self.sources])
+        N, width = self._node_shape(x0)[:2]
+        if self.fold > 1:
+            return [a.t().repeat(N // M, 1).view(N, -1, 1, 1, 1) for a in per_source]
+        return [a.repeat_interleave(width // M, 1).view(1, -1, width, 1, 1) for a in per_source]
 
     def _merged(self, src: Source, inputs: "_SourceInputs", filters: dict, weights: torch.Tensor,
                 acc: torch.Tensor | None, training: bool) -> torch.Tensor:
@@ -242,10 +279,10 @@ class CellPlan:
             term = (y6 * weights.view(1, K, P, 1, 1, 1)).sum(1)
         return term if acc is None else acc + term
 
-    def _zeros(self, x0: torch.Tensor, targets: int) -> torch.Tensor:
-        stride = self.parts[0][0].stride
-        width = x0.shape[1] // (self.partial.k if self.partial is not None else 1)
-        return x0.new_zeros((x0.shape[0], targets, width) + x0[:, :, ::stride, ::stride].shape[2:])
+    def _node_shape(self, x0: torch.Tensor) -> tuple[int, int, int, int]:
+        """(N, C, H, W) of what the ops of this cell output: strided, sliced to 1/K, groups folded."""
+        N, C, H, W = x0[:, :, ::self.parts[0][0].stride, ::self.parts[0][0].stride].shape
+        return N * self.fold, C // self.slice_k // self.fold, H, W
 
     def _compute(self, c: Candidate, inputs: "_SourceInputs", filters: dict, training: bool
                  ) -> tuple[torch.Tensor, bool]:
@@ -288,9 +325,7 @@ class CellPlan:
     def _dropout_noise(self, x0: torch.Tensor, fmt: torch.memory_format) -> dict[int, torch.Tensor]:
         """Each dropped edge's mask, drawn in edge order with the shape and layout F.dropout draws it in, so the
         masks are the per-edge path's; scaled by 1/(1−p) as F.dropout scales them."""
-        stride = self.parts[0][0].stride
-        N, _, H, W = x0[:, :, ::stride, ::stride].shape
-        width = x0.shape[1] // (self.partial.k if self.partial is not None else 1)
+        N, width, H, W = self._node_shape(x0)
         masks: dict[int, torch.Tensor] = {}
         for _, c, _ in self.drops:
             if id(c) not in masks:
@@ -400,8 +435,6 @@ class BatchedNodes:
 
     def __call__(self, edges: nn.ModuleList, states: list[torch.Tensor], num_nodes: int,
                  weights: CellWeights) -> list[torch.Tensor]:
-        if weights.groups is not None:
-            raise ValueError("the batched executor does not handle channel-group scales (G-DARTS-A)")
         key = (states[0].device, tuple((tuple(m.active), m.zero) for m in (edge_parts(e)[0] for e in edges)))
         if key != self.key:
             self.plan, self.key = CellPlan(edges, self.layout, states[0].device), key
@@ -418,11 +451,8 @@ def batched_fallback(config) -> str | None:
     """Why a search configuration runs edge by edge although ``executor`` is "batched"; None when it batches."""
     if config.edge != "mixed":
         return f"edge kind {config.edge!r}"
-    if config.groups > 1 or config.group_attention:
-        return "G-DARTS-A channel groups and group attention"
-    if config.partial_k > 1 and config.partial_sampling != "first":
-        # "random" draws each edge's channel subset apart, so the edges leaving a node do not share an input;
-        # "all" folds the K groups through one op, the G-DARTS-A form
+    if config.partial_k > 1 and config.partial_sampling == "random":
+        # each edge draws its own channel subset, so the edges leaving a node do not share an input
         return f"partial_sampling {config.partial_sampling!r}"
     if config.sync_bn:
         return "sync_bn (the wide BN normalises per rank)"
@@ -432,7 +462,7 @@ def batched_fallback(config) -> str | None:
 
 
 def use_batched_nodes(net: nn.Module, layout: Sequence[tuple[int, int]]) -> None:
-    """Give every cell of a supernet the batched executor (its edges must be mixed or first-channel partial);
+    """Give every cell of a supernet the batched executor (its edges must be mixed, see :func:`edge_parts`);
     ``layout``: the cells' (source, target) of every edge, ``SearchSpace.edges``."""
     for cell in net.cells:
         for edge in cell.edges:
