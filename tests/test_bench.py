@@ -98,3 +98,14 @@ def test_iteration_bench_times_the_loops_own_iteration(monkeypatch, capsys):
     assert (record["row"], record["mode"], record["precision"], record["batch"]) == ("pc-darts-k4-b64", "eager", "fp32", 8)
     assert record["arch_step"] and record["speedup_vs_eager_fp32"] == 1.0 and record["images_per_s"] > 0
     assert record["aten_ops"] > 1000  # an architecture and a weight step of a 3-cell supernet
+
+
+def test_step_ops_times_every_operator_of_both_executors(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(BENCH))
+    import step_ops
+    assert step_ops.main(["--quick", "--rows", "darts-b64", "--kinds", "weight", "--top", "5"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("darts-b64 weight: per-edge") and "batched" in lines[0]
+    rows = [line.split() for line in lines[2:7]]
+    assert len(rows) == 5 and all(float(r[1]) >= 0 and int(r[2]) >= 0 and int(r[4]) >= 0 for r in rows)
+    assert any(r[0] == "convolution_backward" and int(r[4]) < int(r[2]) for r in rows)  # wide convs: fewer calls
