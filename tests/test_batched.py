@@ -10,15 +10,17 @@ import pytest
 import torch
 import torch.nn as nn
 
+from gradnas.arch.base import CellWeights
 from gradnas.config import resolve_config
-from gradnas.edges.batched import BatchedNodes
+from gradnas.edges import build_edge
+from gradnas.edges.batched import BatchedNodes, CellPlan
 from gradnas.edges.wide import conv as wide_conv
 from gradnas.profiling import DispatchCounter, HostSyncGuard
 from gradnas.search.bilevel import ARCH_UPDATES
 from gradnas.search.loop import build_search_model, weight_step
 from gradnas.selection import derive_genotype
 from gradnas.selection.importance import fisher_totals, mixed_op
-from gradnas.spaces import NB201, NB201Supernet, OPS, register_space
+from gradnas.spaces import NB201, NB201_OPS, NB201Supernet, OPS, register_space
 
 
 class ConvBN(nn.Sequential):
@@ -321,3 +323,30 @@ def test_batched_under_bfloat16_autocast():
     exact = gradient(ref, False)
     per_edge, batched_bf16 = gradient(ref, True), gradient(batched, True)
     assert (batched_bf16 - exact).norm() < 1.5 * (per_edge - exact).norm()
+
+
+@pytest.mark.parametrize("mode,attention", [("exact", False), ("exact", True), ("split", True)])
+def test_a_layout_with_missing_edges_adds_through_an_index(mode, attention):
+    """Edges into nodes 1, 2 from the input and node 3 from nodes 1 and 2 only: each source misses a pending node
+    (scaled by zero attention there), with channel groups folded or split; equal to the edges called one by one."""
+    layout = [(0, 1), (0, 2), (1, 3), (2, 3)]
+    torch.manual_seed(0)
+    edges = nn.ModuleList(build_edge("mixed", "nb201", NB201_OPS, 8, 1, groups=2, group_mode=mode,
+                                     group_attention=attention) for _ in layout).double()
+    reference = copy.deepcopy(edges)
+    g = torch.Generator().manual_seed(2)
+    weights = CellWeights(torch.rand(4, len(NB201_OPS), generator=g, dtype=torch.float64),
+                          groups=torch.rand(4, 2, generator=g, dtype=torch.float64) + 0.5 if attention else None)
+    x = torch.randn(3, 8, 6, 6, generator=g, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+
+    def edge(e, h):
+        extra = () if weights.groups is None else (weights.groups[e],)
+        return reference[e](h, weights.ops[e], *extra)
+
+    n1, n2 = edge(0, x), edge(1, x)
+    expected = [x, n1, n2, edge(2, n1) + edge(3, n2)]
+    states = BatchedNodes(layout)(edges, [x], 3, weights)
+    for got, want in zip(states, expected):
+        torch.testing.assert_close(got, want, **TOL)
+    plan = CellPlan(edges, layout, torch.device("cpu"))
+    assert [[e is not None for e in src.edges] for src in plan.sources] == [[True, True, False], [False, True], [True]]
