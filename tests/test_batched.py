@@ -240,7 +240,7 @@ def test_a_wrong_batched_result_is_caught():
         BatchedNodes.__call__ = plan_run
 
 
-@pytest.mark.parametrize("method", ["darts", "pc-darts"])
+@pytest.mark.parametrize("method", ["darts", "pc-darts", "g-darts"])
 def test_batched_dispatches_fewer_ops(method):
     config, ref, batched = pair("darts", method, **({"channels": 4} if method == "darts" else {}))
     x, y = images(config)
@@ -254,7 +254,8 @@ def test_batched_dispatches_fewer_ops(method):
     assert counts[1] < 0.6 * counts[0], counts
 
 
-@pytest.mark.parametrize("space,method", [("darts", "darts"), ("darts", "dnas"), ("nb201", "is-darts")])
+@pytest.mark.parametrize("space,method", [("darts", "darts"), ("darts", "dnas"), ("nb201", "is-darts"),
+                                          ("darts", "g-pc-darts-a")])
 def test_batched_forward_and_backward_never_synchronise_with_the_host(space, method):
     config, _, model = pair(space, method, **({"channels": 4} if method == "darts" else {}))
     x, y = images(config)
