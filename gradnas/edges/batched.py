@@ -222,22 +222,13 @@ class CellPlan:
                     rest = _accumulate(rest, src.partial.bypass(x_rest)[:, None],
                                        None if scales is None else scales[chunk], index, targets)
             inputs = _SourceInputs(fold_groups(x, self.fold) if self.fold > 1 else x)
-            # with attention the source's terms are summed apart, then scaled per edge (and group) at once
-            total, acc = acc, (acc if attention is None else None)
-            if src.merged:
-                acc = self._merged(src, inputs, filters, op_weights[src.merged_weights], acc, training)
-            for c in src.candidates:
-                y, shared = self._compute(c, inputs, filters, training)
-                y5 = y[:, None] if shared else y.unflatten(1, (len(c.positions), -1))
-                for k, m in enumerate(c.mixed):
-                    if m.probe is not None:
-                        m.probe(c.op, y if shared else y5[:, k])
-                if c.dropped and training:
-                    y5 = y5 * noise[id(c)]
-                acc = _accumulate(acc, y5, op_weights[c.weights], c.index, targets)
-            if attention is not None:
-                scale = attention[src.state]
-                acc = total if acc is None else acc * scale if total is None else torch.addcmul(total, acc, scale)
+            if attention is None:
+                acc = self._add_candidates(src, inputs, filters, op_weights, noise, acc, training)
+            else:  # the source's terms summed apart, then scaled by each edge's attention at once
+                terms = self._add_candidates(src, inputs, filters, op_weights, noise, None, training)
+                if terms is not None:
+                    scale = attention[src.state]
+                    acc = terms * scale if acc is None else torch.addcmul(acc, terms, scale)
             if src.state + 1 >= self.num_inputs:  # the next state has all its inputs now
                 if acc is None:  # only zero maps reached the pending nodes so far
                     N, *pixel = self._node_shape(x0)
@@ -249,6 +240,22 @@ class CellPlan:
                 else:
                     states.append(channel_shuffle([node] if part is None else [node, part], self.partial.k, fmt))
         return states
+
+    def _add_candidates(self, src: Source, inputs: "_SourceInputs", filters: dict, op_weights: Sequence[torch.Tensor],
+                        noise: dict, acc: torch.Tensor | None, training: bool) -> torch.Tensor | None:
+        """acc plus every candidate of ``src`` on its edges, weighted: the merged ones first, then one by one."""
+        if src.merged:
+            acc = self._merged(src, inputs, filters, op_weights[src.merged_weights], acc, training)
+        for c in src.candidates:
+            y, shared = self._compute(c, inputs, filters, training)
+            y5 = y[:, None] if shared else y.unflatten(1, (len(c.positions), -1))
+            for k, m in enumerate(c.mixed):
+                if m.probe is not None:
+                    m.probe(c.op, y if shared else y5[:, k])
+            if c.dropped and training:
+                y5 = y5 * noise[id(c)]
+            acc = _accumulate(acc, y5, op_weights[c.weights], c.index, len(src.edges))
+        return acc
 
     def _attention(self, groups: torch.Tensor, x0: torch.Tensor) -> list[torch.Tensor]:
         """Each source's (E, M) attention on its pending nodes, shaped to scale its summed terms: per folded
@@ -281,7 +288,8 @@ class CellPlan:
 
     def _node_shape(self, x0: torch.Tensor) -> tuple[int, int, int, int]:
         """(N, C, H, W) of what the ops of this cell output: strided, sliced to 1/K, groups folded."""
-        N, C, H, W = x0[:, :, ::self.parts[0][0].stride, ::self.parts[0][0].stride].shape
+        stride = self.parts[0][0].stride
+        N, C, H, W = x0[:, :, ::stride, ::stride].shape
         return N * self.fold, C // self.slice_k // self.fold, H, W
 
     def _compute(self, c: Candidate, inputs: "_SourceInputs", filters: dict, training: bool
