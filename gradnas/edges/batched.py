@@ -125,6 +125,8 @@ class CellPlan:
         self.weight_index_t = torch.tensor(self.weight_index, device=device)
         self.scale_index_t = torch.tensor(self.scale_index, device=device)
         self.group_index_t = torch.tensor(self.group_index, device=device)
+        self.group_padded = len(self.parts) in self.group_index  # a source lacks an edge to a pending node
+        self.group_sizes = [len(src.edges) for src in self.sources]
         wide_bns = [bn for src in self.sources for c in src.candidates + src.merged for bn in c.bns]
         wide_bns += [src.merged_bn for src in self.sources if src.merged_bn is not None]
         self.counter = BatchCounter([bn for w in wide_bns for bn in w.bns])
@@ -260,10 +262,10 @@ class CellPlan:
     def _attention(self, groups: torch.Tensor, x0: torch.Tensor) -> list[torch.Tensor]:
         """Each source's (E, M) attention on its pending nodes, shaped to scale its summed terms: per folded
         sample (b·M + m carries group m) or per channel (channel m·C/M + q belongs to group m)."""
-        E, M = groups.shape
-        if E in self.group_index:  # a source without an edge to one of its pending nodes scales it by 0
+        M = groups.shape[1]
+        if self.group_padded:  # row E: the scale of a slot without an edge, where nothing was added
             groups = torch.cat([groups, groups.new_zeros(1, M)])
-        per_source = groups.index_select(0, self.group_index_t).to(x0.dtype).split([len(s.edges) for s in self.sources])
+        per_source = groups.index_select(0, self.group_index_t).to(x0.dtype).split(self.group_sizes)
         N, width = self._node_shape(x0)[:2]
         if self.fold > 1:
             return [a.t().repeat(N // M, 1).view(N, -1, 1, 1, 1) for a in per_source]
