@@ -1,4 +1,5 @@
 """bench/search_step.py: its quick JSON mode runs the library's steps and reports every field."""
+import argparse
 import json
 from pathlib import Path
 
@@ -65,6 +66,28 @@ def test_shared_budget_scales_each_schedule(nb201_compare):
     assert pc["arch_warmup_epochs"] == 3 and pc["lr"] == pytest.approx(0.1 * 64 / 256)  # 15 of 50; 0.1 at 256
     assert nb201_compare.budget_options("is-darts", 15, 64)["shrink_interval"] == 1  # 2 of 30
     assert nb201_compare.budget_options("darts", 12, 64) == {"epochs": 12, "batch_size": 64}
+
+
+def test_set_options_reach_every_run(nb201_compare, tmp_path, monkeypatch):
+    commands = []
+
+    class Run:
+        returncode = 0
+
+        def __init__(self, cmd, **_):
+            commands.append(cmd)
+
+        def communicate(self):
+            return ("",)
+
+    monkeypatch.setattr(nb201_compare.subprocess, "Popen", Run)
+    args = argparse.Namespace(runs=str(tmp_path), data="d.npz", table="t.csv", published=False, channels=8, layers=2,
+                              epochs=12, batch_size=64, threads=1, set=[nb201_compare.option("iim-samples=0")])
+    (tmp_path / "is-darts-s0").mkdir()
+    nb201_compare.run_one("is-darts", 0, args)
+    assert "--iim-samples=0" in commands[0] and "--shrink-interval=1" in commands[0]
+    with pytest.raises(argparse.ArgumentTypeError):
+        nb201_compare.option("iim_samples")
 
 
 def test_collapsed_cells_are_reported_with_their_weights(nb201_compare, tmp_path):
