@@ -13,7 +13,7 @@ import torch.nn as nn
 from gradnas.arch.base import CellWeights
 from gradnas.config import resolve_config
 from gradnas.edges import build_edge
-from gradnas.edges.batched import BatchedNodes, CellPlan
+from gradnas.edges.batched import BatchedNodes, CellPlan, _pop
 from gradnas.edges.wide import conv as wide_conv
 from gradnas.profiling import DispatchCounter, HostSyncGuard
 from gradnas.search.bilevel import ARCH_UPDATES
@@ -238,6 +238,26 @@ def test_a_wrong_batched_result_is_caught():
             assert_same_step(ref, batched, x, y)
     finally:
         BatchedNodes.__call__ = plan_run
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_the_accumulators_gradient_keeps_its_layout(channels_last):
+    """Popping the next node off the (N, P, C, H, W) accumulator: its gradient comes back laid out as the
+    accumulator is (autograd's own split returns it contiguous, and every op that added into a channels-last
+    accumulator then read its gradient transposed, several times slower)."""
+    N, P, C, H, W = 2, 3, 4, 5, 5
+    base = torch.randn(N, H, W, P, C).permute(0, 3, 4, 1, 2) if channels_last else torch.randn(N, P, C, H, W)
+    acc = base.double().requires_grad_()
+    node, rest = _pop(acc)
+    assert torch.equal(node, acc[:, 0]) and torch.equal(rest, acc[:, 1:])
+    grad_node = torch.randn_like(node).contiguous(memory_format=torch.channels_last)
+    grad_rest = torch.randn(rest.shape, dtype=rest.dtype)
+    grad, = torch.autograd.grad([node, rest], acc, [grad_node, grad_rest])
+    assert torch.equal(grad, torch.cat([grad_node[:, None], grad_rest], 1))
+    assert grad.stride() == acc.stride()
+    node, rest = _pop(acc)
+    grad, = torch.autograd.grad(rest, acc, grad_rest)  # the node unused: its part of the gradient is zero
+    assert torch.equal(grad, torch.cat([torch.zeros_like(grad_node[:, None]), grad_rest], 1))
 
 
 @pytest.mark.parametrize("method", ["darts", "pc-darts", "g-darts"])

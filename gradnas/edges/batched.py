@@ -34,7 +34,7 @@ from ..spaces.ops import ReLUFirst, _concat_groupwise
 from .groups import ChannelGroupEdge, fold_groups, unfold_groups
 from .mixed import MixedOp
 from .partial import PartialChannelEdge, channel_shuffle, memory_format_of
-from .wide import BatchCounter, WideBatchNorm, bns_of, conv, convs_of, needs_grad, repeat_channels, wide_kind
+from .wide import BatchCounter, WideBatchNorm, bns_of, conv, convs_of, repeat_channels, wide_kind
 
 
 def edge_parts(edge: nn.Module) -> tuple[MixedOp, PartialChannelEdge | None, ChannelGroupEdge | None]:
@@ -85,7 +85,8 @@ class CellPlan:
 
     The candidates of a source that end with a BN and run on all of its edges share one BN over all their
     channels (their inputs concatenated: one BN and one concatenation instead of one BN each) and one weighted
-    sum, ``Σ_o w[o, e] · y[o, e]`` as a multiply and a sum over the stacked outputs.
+    sum, ``Σ_o w[o, e] · y[o, e]``: the weights folded into the BN's affine transform, then a sum over the stacked
+    outputs.
 
     Everything a forward slices per source is gathered once per cell and split, so that autograd's backward of
     the pieces is one concatenation, not a zero-filled copy per slice: the op weights of every candidate
@@ -274,18 +275,19 @@ class CellPlan:
     def _merged(self, src: Source, inputs: "_SourceInputs", filters: dict, weights: torch.Tensor,
                 acc: torch.Tensor | None, training: bool) -> torch.Tensor:
         """acc plus the merged candidates: their final BN at once, then Σ_o w[o, e] · y[o, e]."""
-        pre = [self._compute(c, inputs, filters, training)[0] for c in src.merged]
-        y = src.merged_bn(torch.cat(pre, 1), training)
+        x = torch.cat([self._compute(c, inputs, filters, training)[0] for c in src.merged], 1)
         K, P = len(src.merged), len(src.edges)
-        y6 = y.unflatten(1, (K, P, -1))
-        for k, c in enumerate(src.merged):
-            for e, m in enumerate(c.mixed):
-                if m.probe is not None:
-                    m.probe(c.op, y6[:, k, e])
-        if memory_format_of(y) == torch.channels_last:
-            term = _ChannelsLastWeightedSum.apply(y, weights.view(K, P))
-        else:
+        if any(m.probe is not None for c in src.merged for m in c.mixed):
+            # the importance measurement reads each (edge, op)'s raw output (no autograd there)
+            y6 = src.merged_bn(x, training).unflatten(1, (K, P, -1))
+            for k, c in enumerate(src.merged):
+                for e, m in enumerate(c.mixed):
+                    if m.probe is not None:
+                        m.probe(c.op, y6[:, k, e])
             term = (y6 * weights.view(1, K, P, 1, 1, 1)).sum(1)
+        else:  # w[o, e] folded into the BN's affine transform: no pass over the wide output of its own
+            scale = weights.view(K * P, 1).expand(K * P, x.shape[1] // (K * P)).reshape(-1)
+            term = _sum_candidates(src.merged_bn(x, training, scale), K, P)
         return term if acc is None else acc + term
 
     def _node_shape(self, x0: torch.Tensor) -> tuple[int, int, int, int]:
@@ -350,51 +352,52 @@ class CellPlan:
         return masks
 
 
-class _ChannelsLastWeightedSum(torch.autograd.Function):
-    """``Σ_k w[k, p] · y[:, k, p]`` for a channels-last y of (K, P, C) channels: (N, P, C, H, W), channels innermost.
-
-    Autograd's own backward of the multiply and sum handed the BN before it a gradient in a layout the BN's
-    backward first copied (a strided 6-d copy); this one writes it straight in y's layout.
-    """
-
-    @staticmethod
-    def forward(ctx, y, w):
-        K, P = w.shape
-        nhwc = y.permute(0, 2, 3, 1).unflatten(3, (K, P, -1))
-        ctx.save_for_backward(y, w)
-        return (nhwc * w.view(1, 1, 1, K, P, 1)).sum(3).permute(0, 3, 4, 1, 2)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        y, w = ctx.saved_tensors
-        K, P = w.shape
-        nhwc = y.permute(0, 2, 3, 1).unflatten(3, (K, P, -1))
-        # (N, H, W, P, C), dense: the gradient may come in another layout (the architecture step's does), and
-        # reading it strided costs more than one copy
-        grad = grad.permute(0, 3, 4, 1, 2).contiguous()
-        grad_y = grad_w = None
-        if needs_grad(ctx, 0, y):
-            grad_y = torch.empty_like(y)
-            torch.mul(grad.unsqueeze(3), w.view(1, 1, 1, K, P, 1),
-                      out=grad_y.permute(0, 2, 3, 1).unflatten(3, (K, P, -1)))
-        if needs_grad(ctx, 1, w):
-            # per k a product and a sum over the outer (pixel) dim: a reduction over the outer dim runs
-            # vectorised, one over (N, H, W, C) at once does not
-            M = grad.shape[0] * grad.shape[1] * grad.shape[2]
-            grad_w = torch.stack([(nhwc[:, :, :, k] * grad).view(M, -1).sum(0) for k in range(K)])
-            grad_w = grad_w.view(K, P, -1).sum(2)
-        return grad_y, grad_w
+def _sum_candidates(y: torch.Tensor, K: int, P: int) -> torch.Tensor:
+    """(N, K·P·C, H, W) → Σ over the K candidates, (N, P, C, H, W), in y's memory format (for channels-last,
+    a reduction over a middle dimension of the channels, which keeps the result channels-last)."""
+    if memory_format_of(y) == torch.channels_last:
+        return y.permute(0, 2, 3, 1).unflatten(3, (K, P, -1)).sum(3).permute(0, 3, 4, 1, 2)
+    return y.unflatten(1, (K, P, -1)).sum(1)
 
 
 def _pop(acc: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """The first pending node and the rest; a split, whose backward is one concatenation."""
+    """The first pending node and the rest."""
     if acc is None:
         return None, None
     if acc.shape[1] == 1:
         return acc.squeeze(1), None
-    node, rest = acc.split([1, acc.shape[1] - 1], 1)
-    return node.squeeze(1), rest
+    return _PopNode.apply(acc)
+
+
+class _PopNode(torch.autograd.Function):
+    """(N, P, C, H, W) → its first node (N, C, H, W) and the rest (N, P − 1, C, H, W), as views.
+
+    Autograd's backward of a split concatenates the gradients into a contiguous tensor; for a channels-last
+    accumulator, every op that added into it would then read its gradient transposed (the candidates' sum
+    over the stacked outputs, their BN's backward: several times slower). This backward writes both into one
+    tensor laid out as the accumulator is.
+    """
+
+    @staticmethod
+    def forward(ctx, acc):
+        ctx.set_materialize_grads(False)
+        ctx.channels_last = acc.stride(2) == 1 < acc.stride(4)
+        ctx.shape = acc.shape
+        node, rest = acc.split([1, acc.shape[1] - 1], 1)
+        return node.squeeze(1), rest
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_node, grad_rest):
+        N, P, C, H, W = ctx.shape
+        like = grad_node if grad_node is not None else grad_rest
+        if ctx.channels_last:
+            grad = like.new_empty((N, H, W, P, C)).permute(0, 3, 4, 1, 2)
+        else:
+            grad = like.new_empty((N, P, C, H, W))
+        for part, g in ((grad[:, 0], grad_node), (grad[:, 1:], grad_rest)):
+            part.zero_() if g is None else part.copy_(g)
+        return grad
 
 
 def _accumulate(acc: torch.Tensor | None, y5: torch.Tensor, w: torch.Tensor | None, index: torch.Tensor | None,

@@ -205,7 +205,9 @@ class WideBatchNorm:
         for bn, mean, var in zip(self.bns, self.mean.split(C), self.var.split(C)):
             bn._buffers["running_mean"], bn._buffers["running_var"] = mean, var
 
-    def __call__(self, x: torch.Tensor, training: bool) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, training: bool, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """The BNs on x's E·C channels; ``scale`` (E·C,), if given, multiplies their output channel by channel
+        (folded into the BN's affine transform, so it costs no pass of its own)."""
         first = self.bns[0]
         tracked = first.running_mean is not None
         if tracked and not self._aliased():
@@ -214,6 +216,11 @@ class WideBatchNorm:
         if first.affine:
             weight = torch.cat([bn.weight for bn in self.bns])
             bias = torch.cat([bn.bias for bn in self.bns])
+        if scale is not None:  # in the dtype of the BN's parameters and buffers (float32 under autocast)
+            held = weight if weight is not None else self.mean if tracked else None
+            scale = scale if held is None else scale.to(held.dtype)
+            weight = scale if weight is None else weight * scale
+            bias = None if bias is None else bias * scale
         use_batch = training or not tracked
         stats = tracked and (not training or first.track_running_stats)
         return F.batch_norm(x, self.mean if stats else None, self.var if stats else None, weight, bias, use_batch,
