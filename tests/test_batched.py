@@ -15,7 +15,7 @@ from gradnas.config import resolve_config
 from gradnas.edges import build_edge
 from gradnas.edges.batched import BatchedNodes, CellPlan, _pop
 from gradnas.edges.wide import conv as wide_conv
-from gradnas.profiling import DispatchCounter, HostSyncGuard
+from gradnas.profiling import DispatchCounter, HostSyncGuard, saved_activation_bytes
 from gradnas.search.bilevel import ARCH_UPDATES
 from gradnas.search.loop import build_search_model, weight_step
 from gradnas.selection import derive_genotype
@@ -272,6 +272,19 @@ def test_batched_dispatches_fewer_ops(method):
             nn.functional.cross_entropy(model(x), y).backward()
         counts.append(counter.total)
     assert counts[1] < 0.6 * counts[0], counts
+
+
+@pytest.mark.parametrize("method", ["darts", "pc-darts", "g-darts", "dnas"])
+def test_batched_saves_no_more_activations_than_per_edge(method):
+    """The issue's memory goal: what a training forward saves for the backward, batched against per edge."""
+    config, ref, batched = pair("darts", method)
+    x, _ = images(config)
+    saved = []
+    for model in (ref, batched):
+        model.train()
+        model(x)  # plans and aliases built
+        saved.append(saved_activation_bytes(model, lambda: model(x))[0])
+    assert saved[1] <= saved[0], saved
 
 
 @pytest.mark.parametrize("space,method", [("darts", "darts"), ("darts", "dnas"), ("nb201", "is-darts"),
