@@ -277,17 +277,19 @@ class CellPlan:
         """acc plus the merged candidates: their final BN at once, then Σ_o w[o, e] · y[o, e]."""
         x = torch.cat([self._compute(c, inputs, filters, training)[0] for c in src.merged], 1)
         K, P = len(src.merged), len(src.edges)
+        scale = weights.view(K * P, 1).expand(K * P, x.shape[1] // (K * P)).reshape(-1)  # w[o, e] per channel
         if any(m.probe is not None for c in src.merged for m in c.mixed):
             # the importance measurement reads each (edge, op)'s raw output (no autograd there)
-            y6 = src.merged_bn(x, training).unflatten(1, (K, P, -1))
+            y = src.merged_bn(x, training)
+            y6 = y.unflatten(1, (K, P, -1))
             for k, c in enumerate(src.merged):
                 for e, m in enumerate(c.mixed):
                     if m.probe is not None:
                         m.probe(c.op, y6[:, k, e])
-            term = (y6 * weights.view(1, K, P, 1, 1, 1)).sum(1)
-        else:  # w[o, e] folded into the BN's affine transform: no pass over the wide output of its own
-            scale = weights.view(K * P, 1).expand(K * P, x.shape[1] // (K * P)).reshape(-1)
-            term = _sum_candidates(src.merged_bn(x, training, scale), K, P)
+            y = y * scale.view(1, -1, 1, 1)
+        else:  # the weights folded into the BN's affine transform: no pass over the wide output of their own
+            y = src.merged_bn(x, training, scale)
+        term = _sum_candidates(y, K, P)
         return term if acc is None else acc + term
 
     def _node_shape(self, x0: torch.Tensor) -> tuple[int, int, int, int]:
