@@ -157,7 +157,24 @@ def measure(rows: list[Row], device: torch.device, steps: int, warmup: int, quic
             m.cpu_ms.append(cpu)
             if device.type == "cuda":
                 m.peak_bytes = max(m.peak_bytes or 0, torch.cuda.max_memory_allocated(device))
-    return with_ratios([record(m, device) for m in measurements])
+    return with_ratios([record(m, device) for m in measurements + iterations(measurements)])
+
+
+def iterations(measurements: list[Measurement]) -> list[Measurement]:
+    """A search iteration, weight step + architecture step of order k ("iter-k"), per row and executor: the two
+    steps' times summed round by round (the round-robin times them in the same rounds), then the median."""
+    out = []
+    for m in measurements:
+        if m.step.startswith("arch-"):
+            weight = next((w for w in measurements if w.row == m.row and w.executor == m.executor
+                           and w.step == "weight"), None)
+            if weight is not None:
+                out.append(Measurement(m.row, "iter-" + m.step[-1], m.batch, m.saved, m.run,
+                                       [a + b for a, b in zip(weight.times_ms, m.times_ms)],
+                                       [a + b for a, b in zip(weight.cpu_ms, m.cpu_ms)],
+                                       max(weight.peak_bytes or 0, m.peak_bytes or 0) or None,
+                                       executor=m.executor))
+    return out
 
 
 def record(m: Measurement, device: torch.device) -> dict[str, Any]:

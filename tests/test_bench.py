@@ -21,10 +21,15 @@ def test_quick_json_reports_every_measurement_with_ratios(search_step, capsys):
     keys = {"space", "method", "step", "batch", "ms_per_step", "images_per_s", "saved_bytes",
             "ratio_saved_bytes", "ratio_images_per_s"}
     assert all(keys <= set(r) for r in records)
-    assert [(r["row"], r["step"], r["executor"]) for r in records] == [  # the baseline is always measured
-        (row, step, executor) for row, steps in (("darts-b64", ("weight", "arch-1", "arch-2")),
-                                                 ("pc-darts-k4-b64", ("weight", "arch-1")))
-        for executor in ("per-edge", "batched") for step in steps]
+    rows = (("darts-b64", ("weight", "arch-1", "arch-2")), ("pc-darts-k4-b64", ("weight", "arch-1")))
+    steps = [(row, step, executor) for row, kinds in rows for executor in ("per-edge", "batched") for step in kinds]
+    iters = [(row, "iter-" + step[-1], executor) for row, step, executor in steps if step != "weight"]
+    assert [(r["row"], r["step"], r["executor"]) for r in records] == steps + iters  # the baseline always runs
+    timed = {(r["row"], r["step"], r["executor"]): r for r in records}
+    for row, step, executor in iters:  # one timed step: the iteration is the weight step plus the arch step
+        parts = [timed[row, kind, executor]["ms_per_step"] for kind in ("weight", "arch-" + step[-1])]
+        assert timed[row, step, executor]["ms_per_step"] == pytest.approx(sum(parts), abs=2e-3)
+    records = records[:len(steps)]
     assert all(r["speedup_vs_per_edge"] > 0 for r in records if r["executor"] == "batched")
     records = [r for r in records if r["executor"] == "per-edge"]
     base, pc = records[0], records[3]
