@@ -64,24 +64,42 @@ class SyncBatchNorm2d(nn.BatchNorm2d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        if not (self.training and spans_ranks()):
             return super().forward(x)
-        count = torch.tensor(float(x.numel() // x.shape[1]), device=x.device, dtype=x.dtype)
-        moments = torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), count.view(1)])
-        moments = differentiable_all_reduce(moments)
-        C = x.shape[1]
-        n = moments[-1]
-        mean = moments[:C] / n
-        var = moments[C:2 * C] / n - mean * mean
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
-                self.running_mean.lerp_(mean.detach(), self.momentum)
-                self.running_var.lerp_(var.detach() * n / (n - 1), self.momentum)
-        y = (x - mean.view(1, -1, 1, 1)) * torch.rsqrt(var.view(1, -1, 1, 1) + self.eps)
-        if self.affine:
-            y = y * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
-        return y
+        return synced_batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, self.momentum,
+                                 self.eps)
+
+
+def spans_ranks() -> bool:
+    """Whether this process is one of several ranks of an initialised process group."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def synced_batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
+                      weight: torch.Tensor | None, bias: torch.Tensor | None, momentum: float,
+                      eps: float) -> torch.Tensor:
+    """Training-mode batch norm of x over the union of all ranks' batches; the running statistics, if given,
+    move toward the union's mean and unbiased variance by ``momentum`` in place."""
+    count = torch.tensor(float(x.numel() // x.shape[1]), device=x.device, dtype=x.dtype)
+    moments = torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), count.view(1)])
+    moments = differentiable_all_reduce(moments)
+    C = x.shape[1]
+    n = moments[-1]
+    mean = moments[:C] / n
+    var = moments[C:2 * C] / n - mean * mean
+    if running_mean is not None:
+        with torch.no_grad():
+            running_mean.lerp_(mean.detach().to(running_mean.dtype), momentum)
+            running_var.lerp_((var.detach() * n / (n - 1)).to(running_var.dtype), momentum)
+    y = (x - mean.view(1, -1, 1, 1)) * torch.rsqrt(var.view(1, -1, 1, 1) + eps)
+    if weight is not None:
+        y = y * weight.view(1, -1, 1, 1)
+    if bias is not None:
+        y = y + bias.view(1, -1, 1, 1)
+    return y
 
 
 def convert_sync_batchnorm(module: nn.Module, device_type: str) -> nn.Module:
@@ -99,4 +117,5 @@ def convert_sync_batchnorm(module: nn.Module, device_type: str) -> nn.Module:
     return module
 
 
-__all__ = ["Context", "init_from_env", "average_", "SyncBatchNorm2d", "convert_sync_batchnorm"]
+__all__ = ["Context", "init_from_env", "average_", "SyncBatchNorm2d", "convert_sync_batchnorm", "spans_ranks",
+           "synced_batch_norm"]

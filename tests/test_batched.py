@@ -155,7 +155,8 @@ def test_ops_outside_the_default_set():
     config, ref, batched = pair("darts", "darts", ops=ops, channels=4)
     x, y = images(config)
     assert_same_step(ref, batched, x, y)
-    kinds = {c.kind for src in batched.net.cells[0].node_sum.plan.sources for c in src.candidates + src.merged}
+    sources = batched.net.cells[0].node_sum.plan.sources
+    kinds = {c.kind for src in sources for c in src.candidates + src.merged + src.shared}
     assert kinds == {"pool_bn", "identity", "body", "generic"}
 
 

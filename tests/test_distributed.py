@@ -108,18 +108,26 @@ def test_two_rank_training_with_sync_bn_matches_one_process(tmp_path):
 
 
 def test_batched_executor_under_two_ranks_matches_the_per_edge_path(tmp_path):
-    """The batched executor under data parallelism: the same weights, architecture and genotype as per-edge."""
+    """The batched executor under data parallelism, with BN statistics per rank and synced over the ranks: the
+    same weights, architecture, BN running statistics and genotype as per-edge."""
     out = tmp_path / "executors"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    runs = [{"batch_size": 8, "epochs": 1}, {"batch_size": 8, "epochs": 1, "executor": "batched"}]
-    done = subprocess.run(torchrun(2, str(WORKER), str(out), json.dumps(runs)),  # both in one launch
+    runs = [{"batch_size": 8, "epochs": 1, "sync_bn": sync, "executor": executor}
+            for sync in (False, True) for executor in ("per-edge", "batched")]
+    done = subprocess.run(torchrun(2, str(WORKER), str(out), json.dumps(runs)),  # all in one launch
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    per_edge, batched = ([torch.load(out / str(i) / f"rank{r}.pt", weights_only=False) for r in range(2)]
-                         for i in range(2))
-    for ref, got in zip(per_edge, batched):
-        for key in ("arch", "weights"):
-            for a, b in zip(ref[key], got[key]):
-                torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
-        assert got["genotype"] == ref["genotype"]
-    assert all(torch.equal(a, b) for a, b in zip(batched[0]["weights"], batched[1]["weights"]))
+    results = [[torch.load(out / str(i) / f"rank{r}.pt", weights_only=False) for r in range(2)]
+               for i in range(len(runs))]
+    for per_edge, batched in (results[0:2], results[2:4]):
+        for ref, got in zip(per_edge, batched):
+            for key in ("arch", "weights", "buffers"):
+                assert len(got[key]) == len(ref[key])
+                for a, b in zip(ref[key], got[key]):
+                    torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+            assert got["genotype"] == ref["genotype"]
+        assert all(torch.equal(a, b) for a, b in zip(batched[0]["weights"], batched[1]["weights"]))
+    # synced statistics are the same on both ranks; per-rank ones are not
+    running = [[b for b in r["buffers"] if b.is_floating_point()] for r in (*results[1], *results[3])]
+    assert not all(torch.allclose(a, b) for a, b in zip(running[0], running[1]))
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(running[2], running[3]))

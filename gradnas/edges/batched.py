@@ -34,7 +34,8 @@ from ..spaces.ops import ReLUFirst, _concat_groupwise
 from .groups import ChannelGroupEdge, fold_groups, unfold_groups
 from .mixed import MixedOp
 from .partial import PartialChannelEdge, channel_shuffle, memory_format_of
-from .wide import BatchCounter, WideBatchNorm, bns_of, conv, convs_of, repeat_channels, wide_kind
+from .wide import (BATCH_NORMS, BatchCounter, SharedNorm, WideBatchNorm, bns_of, conv, convs_of, repeat_channels,
+                   wide_kind)
 
 
 def edge_parts(edge: nn.Module) -> tuple[MixedOp, PartialChannelEdge | None, ChannelGroupEdge | None]:
@@ -77,6 +78,9 @@ class Source:
     merged: list[Candidate]            # ending in one BN over all their edges' channels, then one weighted sum
     merged_bn: WideBatchNorm | None
     merged_weights: int                # their chunk of the gathered op weights, (candidate, edge) order
+    shared: list[Candidate]            # pools with a non-affine BN: one map for all edges, added by one product
+    shared_norm: SharedNorm | None
+    shared_weights: int                # their (candidate, pending node) weights, 0 where one is not active
     bypass: tuple[torch.Tensor | None, int] | None  # PC: the bypass's (positions, chunk of the gathered edge scales)
 
 
@@ -110,6 +114,7 @@ class CellPlan:
         self.num_ops = len(self.parts[0][0].op_names)
         self.weight_index: list[int] = []
         self.weight_sizes: list[int] = []
+        self.zero_weight = len(self.parts) * self.num_ops  # the index of a 0 appended to the cell's op weights
         self.scale_index: list[int] = []
         self.scale_sizes: list[int] = []
         self.group_index: list[int] = []  # each source's edges into its pending nodes, len(edges) for none
@@ -124,11 +129,12 @@ class CellPlan:
             if not any(self._contributes(e) for e, (_, target) in enumerate(layout) if target == t):
                 raise RuntimeError(f"node {t} has no active incoming op")
         self.weight_index_t = torch.tensor(self.weight_index, device=device)
+        self.weight_padded = self.zero_weight in self.weight_index
         self.scale_index_t = torch.tensor(self.scale_index, device=device)
         self.group_index_t = torch.tensor(self.group_index, device=device)
         self.group_padded = len(self.parts) in self.group_index  # a source lacks an edge to a pending node
         self.group_sizes = [len(src.edges) for src in self.sources]
-        wide_bns = [bn for src in self.sources for c in src.candidates + src.merged for bn in c.bns]
+        wide_bns = [bn for src in self.sources for c in src.candidates + src.merged + src.shared for bn in c.bns]
         wide_bns += [src.merged_bn for src in self.sources if src.merged_bn is not None]
         self.counter = BatchCounter([bn for w in wide_bns for bn in w.bns])
         # DNAS's masks, in the order the per-edge path draws them: by edge, i.e. by target node, then source
@@ -151,7 +157,7 @@ class CellPlan:
         kinds = {wide_kind(m) for m in modules}
         kind = kinds.pop() if len(kinds) == 1 else "generic"
         bns = [list(group) for group in zip(*(bns_of(m) for m in modules))]
-        ends_in_bn = kind in ("pool_bn", "reduce") or kind == "body" and isinstance(modules[0].body[-1], nn.BatchNorm2d)
+        ends_in_bn = kind in ("pool_bn", "reduce") or kind == "body" and isinstance(modules[0].body[-1], BATCH_NORMS)
         c = Candidate(o, kind, positions, members, modules, self._index(positions, len(ids)),
                       dropped=members[0].dropped == o, final=bns[-1] if ends_in_bn else None)
         if kind in ("pool_bn", "reduce", "body"):
@@ -173,6 +179,14 @@ class CellPlan:
 
     def _source(self, s: int, ids: list[int | None]) -> Source:
         candidates = [c for c in (self._candidate(o, ids) for o in range(self.num_ops)) if c is not None]
+        shared = [c for c in candidates if c.kind == "pool_bn" and not c.dropped and SharedNorm.fits(c.bns[0])]
+        shared_norm = None
+        if shared:
+            try:
+                shared_norm = SharedNorm([c.bns[0] for c in shared])
+            except ValueError:  # their BNs differ: each stays a wide candidate
+                shared = []
+        candidates = [c for c in candidates if c not in shared]
         merged = [c for c in candidates if c.index is None and not c.dropped and c.final is not None]
         merged_bn = None
         if len(merged) > 1:
@@ -188,6 +202,12 @@ class CellPlan:
         for c in separate:
             c.weights = self._weights(ids, [c])
         merged_weights = self._weights(ids, merged) if merged else -1
+        shared_weights = -1
+        if shared:
+            self.weight_index += [ids[p] * self.num_ops + c.op if p in c.positions else self.zero_weight
+                                  for c in shared for p in range(len(ids))]
+            self.weight_sizes.append(len(shared) * len(ids))
+            shared_weights = len(self.weight_sizes) - 1
         present = [e for e in ids if e is not None]
         partial, bypass = (self.parts[present[0]][1] if present else None), None
         self.group_index += [len(self.parts) if e is None else e for e in ids]
@@ -197,14 +217,18 @@ class CellPlan:
                 self.scale_index += [ids[p] for p in positions]
                 self.scale_sizes.append(len(positions))
                 bypass = (self._index(positions, len(ids)), len(self.scale_sizes) - 1)
-        return Source(s, ids, partial, separate, merged, merged_bn, merged_weights, bypass)
+        return Source(s, ids, partial, separate, merged, merged_bn, merged_weights, shared, shared_norm,
+                      shared_weights, bypass)
 
     # -- the forward ---------------------------------------------------------------------------------------
     def run(self, states: list[torch.Tensor], weights: CellWeights, training: bool) -> list[torch.Tensor]:
         x0 = states[0]
         fmt = memory_format_of(x0)
         ops = weights.ops if weights.edges is None else weights.ops * weights.edges[:, None]
-        op_weights = ops.flatten().index_select(0, self.weight_index_t).to(x0.dtype).split(self.weight_sizes)
+        flat = ops.flatten()
+        if self.weight_padded:
+            flat = torch.cat([flat, flat.new_zeros(1)])
+        op_weights = flat.index_select(0, self.weight_index_t).to(x0.dtype).split(self.weight_sizes)
         scales = None
         if weights.edges is not None and self.scale_sizes:
             scales = weights.edges.index_select(0, self.scale_index_t).to(x0.dtype).split(self.scale_sizes)
@@ -246,9 +270,12 @@ class CellPlan:
 
     def _add_candidates(self, src: Source, inputs: "_SourceInputs", filters: dict, op_weights: Sequence[torch.Tensor],
                         noise: dict, acc: torch.Tensor | None, training: bool) -> torch.Tensor | None:
-        """acc plus every candidate of ``src`` on its edges, weighted: the merged ones first, then one by one."""
+        """acc plus every candidate of ``src`` on its edges, weighted: the merged ones first, the shared ones, then
+        the rest one by one."""
         if src.merged:
             acc = self._merged(src, inputs, filters, op_weights[src.merged_weights], acc, training)
+        if src.shared:
+            acc = self._shared(src, inputs, op_weights[src.shared_weights], acc, training)
         for c in src.candidates:
             y, shared = self._compute(c, inputs, filters, training)
             y5 = y[:, None] if shared else y.unflatten(1, (len(c.positions), -1))
@@ -292,6 +319,31 @@ class CellPlan:
         term = _sum_candidates(y, K, P)
         return term if acc is None else acc + term
 
+    def _shared(self, src: Source, inputs: "_SourceInputs", weights: torch.Tensor, acc: torch.Tensor | None,
+                training: bool) -> torch.Tensor:
+        """acc plus the shared candidates: each pooled map normalised once, then Σ_j w[j, p] · y_j into every
+        pending node p as one matrix product over the channels (w is 0 where candidate j is not active)."""
+        maps = [c.modules[0][0](inputs.x) for c in src.shared]
+        y = src.shared_norm(maps, training)
+        J, P = len(maps), len(src.edges)
+        w = weights.view(J, P)
+        if y is None:  # eval mode with running statistics: every edge's BN has its own, so each runs wide
+            for j, c in enumerate(src.shared):
+                y5 = c.bns[0](repeat_channels(maps[j], len(c.positions)), training).unflatten(1, (len(c.positions), -1))
+                for k, m in enumerate(c.mixed):
+                    if m.probe is not None:
+                        m.probe(c.op, y5[:, k])
+                acc = _accumulate(acc, y5, w[j] if c.index is None else w[j].index_select(0, c.index), c.index, P)
+            return acc
+        C = maps[0].shape[1]
+        for j, c in enumerate(src.shared):
+            for m in c.mixed:
+                if m.probe is not None:
+                    m.probe(c.op, y[:, j * C:(j + 1) * C])
+        eye = torch.eye(C, dtype=w.dtype, device=w.device)
+        product = (w.view(J, 1, P, 1) * eye.view(1, C, 1, C)).reshape(J * C, P * C)
+        return _add_product(acc, y, product, P)
+
     def _node_shape(self, x0: torch.Tensor) -> tuple[int, int, int, int]:
         """(N, C, H, W) of what the ops of this cell output: strided, sliced to 1/K, groups folded."""
         stride = self.parts[0][0].stride
@@ -327,7 +379,7 @@ class CellPlan:
                     groups = layer.groups * E if is_wide or layer.groups > 1 else 1
                     h = conv(h, weight(j), layer, groups)
                     is_wide, j = True, j + 1
-                elif isinstance(layer, nn.BatchNorm2d):
+                elif isinstance(layer, BATCH_NORMS):
                     h, b = c.bns[b](h, training), b + 1
                 else:
                     h = F.relu(h)
@@ -360,6 +412,29 @@ def _sum_candidates(y: torch.Tensor, K: int, P: int) -> torch.Tensor:
     if memory_format_of(y) == torch.channels_last:
         return y.permute(0, 2, 3, 1).unflatten(3, (K, P, -1)).sum(3).permute(0, 3, 4, 1, 2)
     return y.unflatten(1, (K, P, -1)).sum(1)
+
+
+def _add_product(acc: torch.Tensor | None, y: torch.Tensor, product: torch.Tensor, P: int) -> torch.Tensor:
+    """acc (N, P, C, H, W) plus y (N, J·C, H, W) times ``product`` (J·C, P·C) over the channels, pixel by pixel: one
+    matrix product on the (pixels, channels) view of y's memory format, added into acc by it where acc is laid out
+    alike (an accumulator the executor built in that format)."""
+    N, _, H, W = y.shape
+    C = product.shape[1] // P
+    if memory_format_of(y) == torch.channels_last:
+        rows = y.permute(0, 2, 3, 1).reshape(N * H * W, -1)  # a view
+        into = None if acc is None else acc.permute(0, 3, 4, 1, 2)  # (N, H, W, P, C)
+        if into is not None and into.is_contiguous():
+            out = torch.addmm(into.reshape(N * H * W, P * C), rows, product)
+        else:
+            out = rows @ product
+            out = out if into is None else out + into.reshape(N * H * W, P * C)
+        return out.view(N, H, W, P, C).permute(0, 3, 4, 1, 2)
+    cols = y.reshape(N, -1, H * W)
+    t = product.t().expand(N, P * C, product.shape[0])
+    out = (torch.bmm(t, cols) if acc is None or not acc.is_contiguous()
+           else torch.baddbmm(acc.reshape(N, P * C, H * W), t, cols))
+    out = out.view(N, P, C, H, W)
+    return out if acc is None or acc.is_contiguous() else acc + out
 
 
 def _pop(acc: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -469,8 +544,6 @@ def batched_fallback(config) -> str | None:
     if config.partial_k > 1 and config.partial_sampling == "random":
         # each edge draws its own channel subset, so the edges leaving a node do not share an input
         return f"partial_sampling {config.partial_sampling!r}"
-    if config.sync_bn:
-        return "sync_bn (the wide BN normalises per rank)"
     if config.compile:
         return "compile"
     return None

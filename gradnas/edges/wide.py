@@ -21,10 +21,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from ..distributed import SyncBatchNorm2d, spans_ranks, synced_batch_norm
 from ..spaces.ops import FactorizedReduce, PoolBN, ReLUFirst
 from .partial import memory_format_of
 
 POOLS = (nn.MaxPool2d, nn.AvgPool2d)
+BATCH_NORMS = (nn.BatchNorm2d, nn.SyncBatchNorm, SyncBatchNorm2d)  # the synced ones as sync_bn converts them
 
 
 def repeat_channels(x: torch.Tensor, times: int) -> torch.Tensor:
@@ -105,7 +107,7 @@ class _PhasedDepthwise(torch.autograd.Function):
 
 
 def _plain_bn(m: nn.Module) -> bool:
-    return type(m) is nn.BatchNorm2d and m.momentum is not None
+    return type(m) in BATCH_NORMS and m.momentum is not None
 
 
 def _plain_conv(m: nn.Module) -> bool:
@@ -144,7 +146,7 @@ def _sequence_fits(body: nn.Sequential) -> bool:
 
 
 def bns_of(op: nn.Module) -> list[nn.BatchNorm2d]:
-    return [m for m in op.modules() if isinstance(m, nn.BatchNorm2d)]
+    return [m for m in op.modules() if isinstance(m, BATCH_NORMS)]
 
 
 def convs_of(op: nn.Module) -> list[nn.Conv2d]:
@@ -175,7 +177,8 @@ class BatchCounter:
 class WideBatchNorm:
     """The BNs of E edges (same width, eps, momentum, affinity) as one BN over E·C channels.
 
-    Mirrors ``nn.BatchNorm2d.forward``, except that ``num_batches_tracked`` is left to a :class:`BatchCounter`.
+    Mirrors ``nn.BatchNorm2d.forward``, except that ``num_batches_tracked`` is left to a :class:`BatchCounter`;
+    BNs that ``sync_bn`` converted take their training statistics over all ranks' batches, as they do alone.
     """
 
     def __init__(self, bns: Sequence[nn.BatchNorm2d]):
@@ -185,6 +188,7 @@ class WideBatchNorm:
                != (first.eps, first.momentum, first.affine, first.track_running_stats, first.num_features)
                for bn in self.bns):
             raise ValueError("the BNs of one wide BN must agree in width, eps, momentum and affinity")
+        self.synced = isinstance(first, (nn.SyncBatchNorm, SyncBatchNorm2d))
         self.mean: torch.Tensor | None = None
         self.var: torch.Tensor | None = None
 
@@ -205,13 +209,17 @@ class WideBatchNorm:
         for bn, mean, var in zip(self.bns, self.mean.split(C), self.var.split(C)):
             bn._buffers["running_mean"], bn._buffers["running_var"] = mean, var
 
+    def alias(self) -> None:
+        """Make sure the edges' running buffers are views into the wide ones (re-made when a buffer was replaced)."""
+        if self.bns[0].running_mean is not None and not self._aliased():
+            self._alias()
+
     def __call__(self, x: torch.Tensor, training: bool, scale: torch.Tensor | None = None) -> torch.Tensor:
         """The BNs on x's E·C channels; ``scale`` (E·C,), if given, multiplies their output channel by channel
         (folded into the BN's affine transform, so it costs no pass of its own)."""
         first = self.bns[0]
         tracked = first.running_mean is not None
-        if tracked and not self._aliased():
-            self._alias()
+        self.alias()
         weight = bias = None
         if first.affine:
             weight = torch.cat([bn.weight for bn in self.bns])
@@ -221,7 +229,56 @@ class WideBatchNorm:
             scale = scale if held is None else scale.to(held.dtype)
             weight = scale if weight is None else weight * scale
             bias = None if bias is None else bias * scale
+        if self.synced and training and spans_ranks():
+            tracking = tracked and first.track_running_stats
+            return synced_batch_norm(x, self.mean if tracking else None, self.var if tracking else None, weight,
+                                     bias, first.momentum, first.eps)
         use_batch = training or not tracked
         stats = tracked and (not training or first.track_running_stats)
         return F.batch_norm(x, self.mean if stats else None, self.var if stats else None, weight, bias, use_batch,
                             first.momentum if training and first.track_running_stats else 0.0, first.eps)
+
+
+class SharedNorm:
+    """The non-affine BNs that follow J parameter-free candidates (pools) of one source on its E edges, computed
+    once for all edges: normalised with batch statistics and no affine transform, the E copies of a pooled map
+    are one map, so each candidate's BN runs on its C channels, not on E·C. Every edge's running statistics
+    still move toward those batch statistics, as its own BN's would.
+    """
+
+    def __init__(self, norms: Sequence[WideBatchNorm]):
+        self.norms = list(norms)
+        first = self.norms[0].bns[0]
+        if any(bn.affine or (bn.eps, bn.momentum, bn.track_running_stats, bn.num_features, bn.running_mean is None)
+               != (first.eps, first.momentum, first.track_running_stats, first.num_features,
+                   first.running_mean is None) for n in self.norms for bn in n.bns):
+            raise ValueError("shared BNs must be non-affine and agree in width, eps, momentum and tracking")
+        self.stats: tuple[torch.Tensor, torch.Tensor] | None = None  # the last batch's (J·C,) mean and variance
+
+    @staticmethod
+    def fits(norm: WideBatchNorm) -> bool:
+        return not norm.bns[0].affine
+
+    def __call__(self, maps: Sequence[torch.Tensor], training: bool) -> torch.Tensor | None:
+        """The J maps (N, C, H, W) normalised, (N, J·C, H, W); None where the edges' outputs differ (eval mode with
+        running statistics) or the statistics span ranks (the wide path then computes them)."""
+        first = self.norms[0].bns[0]
+        tracked = first.running_mean is not None
+        if (tracked and not training) or (self.norms[0].synced and training and spans_ranks()):
+            return None
+        x = maps[0] if len(maps) == 1 else torch.cat(list(maps), 1)
+        if not (training and tracked and first.track_running_stats):
+            return F.batch_norm(x, None, None, None, None, True, 0.0, first.eps)
+        for norm in self.norms:
+            norm.alias()
+        held = self.norms[0].mean
+        if self.stats is None or (self.stats[0].device, self.stats[0].dtype) != (held.device, held.dtype):
+            self.stats = (held.new_zeros(x.shape[1]), held.new_ones(x.shape[1]))
+        mean, var = self.stats
+        # momentum 1 makes the BN write the batch's mean and unbiased variance into (mean, var)
+        y = F.batch_norm(x, mean, var, None, None, True, 1.0, first.eps)
+        C = first.num_features
+        wide = [n.mean.view(len(n.bns), C) for n in self.norms] + [n.var.view(len(n.bns), C) for n in self.norms]
+        batch = [s[j * C:(j + 1) * C].expand_as(w) for s in (mean, var) for j, w in enumerate(wide[:len(self.norms)])]
+        torch._foreach_lerp_(wide, batch, first.momentum)
+        return y

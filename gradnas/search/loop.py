@@ -182,9 +182,9 @@ class Searcher(RunOwner):
                      else load_dataset(config.data, config.data_root, image_size=config.image_size))
 
         self.model = build_search_model(config, self.data.num_classes, self.data.in_channels)
-        check_image_size(self.model, self.data.in_channels, self.data.image_size)
-        if config.sync_bn and self.dist.enabled:
+        if config.sync_bn and self.dist.enabled:  # before any forward: the batched executor's plans hold the BNs
             convert_sync_batchnorm(self.model.net, self.device.type)
+        check_image_size(self.model, self.data.in_channels, self.data.image_size)
         self.memory_format = place_model(self.model, config, self.device)
         self.criterion = nn.CrossEntropyLoss()
         self.weights = [p for p in self.model.weight_parameters()]
