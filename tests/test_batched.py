@@ -360,6 +360,20 @@ def test_batched_under_bfloat16_autocast():
     assert (batched_bf16 - exact).norm() < 1.5 * (per_edge - exact).norm()
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_pools_share_one_bn_and_one_product(channels_last):
+    """The DARTS space's pools and their non-affine BNs run once per source in training (C channels, not E·C) and
+    are added by one matrix product, in either memory format; in eval mode with running statistics they run wide."""
+    config, ref, batched = pair("darts", "darts", channels=4)
+    x, y = images(config)
+    x = x if channels_last else x.contiguous()
+    assert_same_step(ref, batched, x, y)  # a training step, then an eval-mode forward
+    for cell in batched.net.cells:
+        for src in cell.node_sum.plan.sources:
+            assert [c.kind for c in src.shared] == ["pool_bn", "pool_bn"]
+            assert all(c.kind != "pool_bn" for c in src.merged + src.candidates)
+
+
 @pytest.mark.parametrize("mode,attention", [("exact", False), ("exact", True), ("split", True)])
 def test_a_layout_with_missing_edges_adds_through_an_index(mode, attention):
     """Edges into nodes 1, 2 from the input and node 3 from nodes 1 and 2 only: each source misses a pending node

@@ -112,14 +112,15 @@ def test_batched_executor_under_two_ranks_matches_the_per_edge_path(tmp_path):
     same weights, architecture, BN running statistics and genotype as per-edge."""
     out = tmp_path / "executors"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    runs = [{"batch_size": 8, "epochs": 1, "sync_bn": sync, "executor": executor}
-            for sync in (False, True) for executor in ("per-edge", "batched")]
+    darts = {"space": "darts", "channels": 4, "layers": 3}  # pools with BN: normalised once per source
+    runs = [{"batch_size": 8, "epochs": 1, "sync_bn": sync, "executor": executor, **space}
+            for space, sync in (({}, False), ({}, True), (darts, True)) for executor in ("per-edge", "batched")]
     done = subprocess.run(torchrun(2, str(WORKER), str(out), json.dumps(runs)),  # all in one launch
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     results = [[torch.load(out / str(i) / f"rank{r}.pt", weights_only=False) for r in range(2)]
                for i in range(len(runs))]
-    for per_edge, batched in (results[0:2], results[2:4]):
+    for per_edge, batched in (results[0:2], results[2:4], results[4:6]):
         for ref, got in zip(per_edge, batched):
             for key in ("arch", "weights", "buffers"):
                 assert len(got[key]) == len(ref[key])
@@ -128,6 +129,7 @@ def test_batched_executor_under_two_ranks_matches_the_per_edge_path(tmp_path):
             assert got["genotype"] == ref["genotype"]
         assert all(torch.equal(a, b) for a, b in zip(batched[0]["weights"], batched[1]["weights"]))
     # synced statistics are the same on both ranks; per-rank ones are not
-    running = [[b for b in r["buffers"] if b.is_floating_point()] for r in (*results[1], *results[3])]
+    running = [[b for b in r["buffers"] if b.is_floating_point()] for r in (*results[1], *results[3], *results[5])]
     assert not all(torch.allclose(a, b) for a, b in zip(running[0], running[1]))
-    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(running[2], running[3]))
+    for rank0, rank1 in (running[2:4], running[4:6]):
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(rank0, rank1))
