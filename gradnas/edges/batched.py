@@ -78,8 +78,8 @@ class Source:
     merged: list[Candidate]            # ending in one BN over all their edges' channels, then one weighted sum
     merged_bn: WideBatchNorm | None
     merged_weights: int                # their chunk of the gathered op weights, (candidate, edge) order
-    shared: list[Candidate]            # pools with a non-affine BN: one map for all edges, added by one product
-    shared_norm: SharedNorm | None
+    shared: list[Candidate]            # one map for all edges (pools with a non-affine BN first, then skip and
+    shared_norm: SharedNorm | None     # BN-free pools), added by matrix products; the BN of the first ones
     shared_weights: int                # their (candidate, pending node) weights, 0 where one is not active
     bypass: tuple[torch.Tensor | None, int] | None  # PC: the bypass's (positions, chunk of the gathered edge scales)
 
@@ -115,6 +115,7 @@ class CellPlan:
         self.weight_index: list[int] = []
         self.weight_sizes: list[int] = []
         self.zero_weight = len(self.parts) * self.num_ops  # the index of a 0 appended to the cell's op weights
+        self.eyes: dict[tuple, torch.Tensor] = {}
         self.scale_index: list[int] = []
         self.scale_sizes: list[int] = []
         self.group_index: list[int] = []  # each source's edges into its pending nodes, len(edges) for none
@@ -179,13 +180,14 @@ class CellPlan:
 
     def _source(self, s: int, ids: list[int | None]) -> Source:
         candidates = [c for c in (self._candidate(o, ids) for o in range(self.num_ops)) if c is not None]
-        shared = [c for c in candidates if c.kind == "pool_bn" and not c.dropped and SharedNorm.fits(c.bns[0])]
+        normed = [c for c in candidates if c.kind == "pool_bn" and not c.dropped and SharedNorm.fits(c.bns[0])]
         shared_norm = None
-        if shared:
+        if normed:
             try:
-                shared_norm = SharedNorm([c.bns[0] for c in shared])
+                shared_norm = SharedNorm([c.bns[0] for c in normed])
             except ValueError:  # their BNs differ: each stays a wide candidate
-                shared = []
+                normed = []
+        shared = normed + [c for c in candidates if c.kind in ("identity", "pool") and not c.dropped]
         candidates = [c for c in candidates if c not in shared]
         merged = [c for c in candidates if c.index is None and not c.dropped and c.final is not None]
         merged_bn = None
@@ -321,27 +323,43 @@ class CellPlan:
 
     def _shared(self, src: Source, inputs: "_SourceInputs", weights: torch.Tensor, acc: torch.Tensor | None,
                 training: bool) -> torch.Tensor:
-        """acc plus the shared candidates: each pooled map normalised once, then Σ_j w[j, p] · y_j into every
-        pending node p as one matrix product over the channels (w is 0 where candidate j is not active)."""
-        maps = [c.modules[0][0](inputs.x) for c in src.shared]
-        y = src.shared_norm(maps, training)
-        J, P = len(maps), len(src.edges)
-        w = weights.view(J, P)
-        if y is None:  # eval mode with running statistics: every edge's BN has its own, so each runs wide
-            for j, c in enumerate(src.shared):
-                y5 = c.bns[0](repeat_channels(maps[j], len(c.positions)), training).unflatten(1, (len(c.positions), -1))
-                for k, m in enumerate(c.mixed):
-                    if m.probe is not None:
-                        m.probe(c.op, y5[:, k])
-                acc = _accumulate(acc, y5, w[j] if c.index is None else w[j].index_select(0, c.index), c.index, P)
-            return acc
-        C = maps[0].shape[1]
-        for j, c in enumerate(src.shared):
+        """acc plus the shared candidates, Σ_j w[j, p] · y_j into every pending node p as matrix products over the
+        channels (w is 0 where candidate j is not active): the pooled maps with a BN normalised at once, then
+        the skip's and the other pools' maps."""
+        P = len(src.edges)
+        w = weights.view(len(src.shared), P)
+        normed = len(src.shared_norm.norms) if src.shared_norm is not None else 0
+        if normed:
+            maps = [c.modules[0][0](inputs.x) for c in src.shared[:normed]]
+            y = src.shared_norm(maps, training)
+            if y is None:  # eval mode with running statistics: every edge's BN has its own, so each runs wide
+                for j, c in enumerate(src.shared[:normed]):
+                    E = len(c.positions)
+                    y5 = c.bns[0](repeat_channels(maps[j], E), training).unflatten(1, (E, -1))
+                    for k, m in enumerate(c.mixed):
+                        if m.probe is not None:
+                            m.probe(c.op, y5[:, k])
+                    acc = _accumulate(acc, y5, w[j] if c.index is None else w[j].index_select(0, c.index), c.index, P)
+            else:
+                acc = self._add_shared(src.shared[:normed], y, w[:normed], acc)
+        plain = src.shared[normed:]
+        if plain:
+            maps = [inputs.x if c.kind == "identity" else c.modules[0](inputs.x) for c in plain]
+            acc = self._add_shared(plain, maps[0] if len(maps) == 1 else torch.cat(maps, 1), w[normed:], acc)
+        return acc
+
+    def _add_shared(self, shared: list[Candidate], y: torch.Tensor, w: torch.Tensor, acc: torch.Tensor | None
+                    ) -> torch.Tensor:
+        """acc plus y's J maps of C channels (N, J·C, H, W), map j weighted by w[j, p] into pending node p."""
+        (J, P), C = w.shape, y.shape[1] // len(shared)
+        for j, c in enumerate(shared):
             for m in c.mixed:
                 if m.probe is not None:
                     m.probe(c.op, y[:, j * C:(j + 1) * C])
-        eye = torch.eye(C, dtype=w.dtype, device=w.device)
-        product = (w.view(J, 1, P, 1) * eye.view(1, C, 1, C)).reshape(J * C, P * C)
+        key = (C, w.dtype, w.device)
+        if key not in self.eyes:
+            self.eyes[key] = torch.eye(C, dtype=w.dtype, device=w.device)
+        product = (w.view(J, 1, P, 1) * self.eyes[key].view(1, C, 1, C)).reshape(J * C, P * C)  # w ⊗ I_C
         return _add_product(acc, y, product, P)
 
     def _node_shape(self, x0: torch.Tensor) -> tuple[int, int, int, int]:
