@@ -19,4 +19,6 @@ for run_out, run_overrides in runs:
     rank = int(os.environ.get("RANK", "0"))
     torch.save({"arch": [p.detach() for p in result.model.arch_parameters()],
                 "weights": [p.detach() for p in result.model.weight_parameters()],
-                "buffers": [b.detach() for b in result.model.buffers()], "genotype": result.genotype}, os.path.join(run_out, f"rank{rank}.pt"))
+                "buffers": [b.detach() for b in result.model.buffers()], "genotype": result.genotype,
+                "batched": all(cell.node_sum is not None for cell in result.model.net.cells)},
+               os.path.join(run_out, f"rank{rank}.pt"))

@@ -121,6 +121,7 @@ def test_batched_executor_under_two_ranks_matches_the_per_edge_path(tmp_path):
     results = [[torch.load(out / str(i) / f"rank{r}.pt", weights_only=False) for r in range(2)]
                for i in range(len(runs))]
     for per_edge, batched in (results[0:2], results[2:4], results[4:6]):
+        assert all(r["batched"] for r in batched) and not any(r["batched"] for r in per_edge)  # no fallback
         for ref, got in zip(per_edge, batched):
             for key in ("arch", "weights", "buffers"):
                 assert len(got[key]) == len(ref[key])
