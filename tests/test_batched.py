@@ -14,7 +14,7 @@ from gradnas.arch.base import CellWeights
 from gradnas.config import resolve_config
 from gradnas.edges import build_edge
 from gradnas.edges.batched import BatchedNodes, CellPlan, _pop
-from gradnas.edges.wide import conv as wide_conv
+from gradnas.edges.wide import conv as wide_conv, pointwise, subsample
 from gradnas.profiling import DispatchCounter, HostSyncGuard, saved_activation_bytes
 from gradnas.search.bilevel import ARCH_UPDATES
 from gradnas.search.loop import build_search_model, weight_step
@@ -316,6 +316,43 @@ def test_dilated_depthwise_conv_computes_the_same_sums(kernel, stride, size):
     for a, b in zip(*results):
         torch.testing.assert_close(b, a, **TOL)
     assert forms[1] == ("_PhasedDepthwiseBackward" if stride == 1 and size % 2 == 0 else "ConvolutionBackward0")
+
+
+@pytest.mark.parametrize("sliced_grad", [False, True])
+def test_grouped_pointwise_conv_computes_the_same_sums(sliced_grad):
+    """The CPU form of a grouped 1×1 conv (its filters' gradient by one bmm) gives F.conv2d's output and
+    gradients, also for a gradient that is a channel slice of a wider channels-last tensor (as a concatenation's
+    backward hands it), and each gradient alone when only it is asked for."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 12, 5, 6, generator=g, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(9, 4, 1, 1, generator=g, dtype=torch.float64)
+    wide = torch.randn(3, 18, 5, 6, generator=g, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    grad = wide[:, 9:] if sliced_grad else wide[:, :9].contiguous(memory_format=torch.channels_last)
+    results, forms = [], []
+    for f in (lambda t, w: nn.functional.conv2d(t, w, groups=3), lambda t, w: pointwise(t, w, 3)):
+        x_, w_ = x.clone().requires_grad_(), weight.clone().requires_grad_()
+        y = f(x_, w_)
+        both = torch.autograd.grad(y, (x_, w_), grad, retain_graph=True)
+        alone = [torch.autograd.grad(y, t, grad, retain_graph=True)[0] for t in (x_, w_)]
+        results.append((y, *both, *alone))
+        forms.append(type(y.grad_fn).__name__)
+    for a, b in zip(*results):
+        torch.testing.assert_close(b, a, **TOL)
+    assert forms[1] == "_GroupedPointwiseBackward"
+
+
+def test_subsampling_keeps_the_gradient_channels_last():
+    """x[:, :, o::2, o::2] as the batched executor takes it: the slice's values, and a gradient equal to autograd's
+    but laid out channels-last as x (adding a contiguous one to x's other gradients is slow)."""
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64).contiguous(memory_format=torch.channels_last).requires_grad_()
+    for offset in (0, 1):
+        y = subsample(x, offset, 2)
+        torch.testing.assert_close(y, x[:, :, offset::2, offset::2], rtol=0, atol=0)
+        grad = torch.randn_like(y)
+        (ours,), (reference,) = torch.autograd.grad(y, x, grad), torch.autograd.grad(x[:, :, offset::2, offset::2], x, grad)
+        torch.testing.assert_close(ours, reference, rtol=0, atol=0)
+        assert ours.is_contiguous(memory_format=torch.channels_last) and not reference.is_contiguous(
+            memory_format=torch.channels_last)
 
 
 def test_a_user_space_batches_from_its_layout():

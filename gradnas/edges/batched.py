@@ -34,8 +34,8 @@ from ..spaces.ops import ReLUFirst, _concat_groupwise
 from .groups import ChannelGroupEdge, fold_groups, unfold_groups
 from .mixed import MixedOp
 from .partial import PartialChannelEdge, channel_shuffle, memory_format_of
-from .wide import (BATCH_NORMS, BatchCounter, SharedNorm, WideBatchNorm, bns_of, conv, convs_of, repeat_channels,
-                   wide_kind)
+from .wide import (BATCH_NORMS, BatchCounter, SharedNorm, WideBatchNorm, bns_of, conv, convs_of, pointwise,
+                   repeat_channels, subsample, wide_kind)
 
 
 def edge_parts(edge: nn.Module) -> tuple[MixedOp, PartialChannelEdge | None, ChannelGroupEdge | None]:
@@ -384,8 +384,8 @@ class CellPlan:
         if c.kind == "reduce":  # grouped: each edge's groups on its own copy of the input
             g = first.groups
             r = inputs.relu() if g == 1 else inputs.repeated(E)
-            a = F.conv2d(r[:, :, ::2, ::2], weight(0), None, 1, 0, 1, E * g if g > 1 else 1)
-            b = F.conv2d(r[:, :, 1::2, 1::2], weight(1), None, 1, 0, 1, E * g if g > 1 else 1)
+            a = pointwise(subsample(r, 0, 2), weight(0), E * g if g > 1 else 1)
+            b = pointwise(subsample(r, 1, 2), weight(1), E * g if g > 1 else 1)
             h = _concat_groupwise(a, b, E * g)
             return (h if c.merged else c.bns[0](h, training)), False
         if c.kind == "body":

@@ -46,17 +46,83 @@ def conv(x: torch.Tensor, weight: torch.Tensor, layer: nn.Conv2d, groups: int) -
     dilation d computes the same sums as an undilated one over the d² pixel phases of its input (every d-th
     pixel from offset (a, b)); a stride-d one reads phase (0, 0) only. So those convs run undilated there, the
     stride-1 ones in the forward as they are and with their backward by fast kernels (:class:`_PhasedDepthwise`).
+    A grouped 1×1 conv takes its filters' gradient from one batched matrix product (:func:`pointwise`).
     """
     (kh, kw), (d, dw), stride = weight.shape[2:], layer.dilation, layer.stride
     C, H, W = x.shape[1:]
+    if (kh, kw) == (1, 1) and stride == (1, 1) and layer.padding == (0, 0):
+        return pointwise(x, weight, groups)
     if (x.device.type != "cpu" or d == 1 or dw != d or groups != C or weight.shape[0] != C
             or layer.padding != (d * (kh - 1) // 2, d * (kw - 1) // 2) or kh % 2 == 0 or kw % 2 == 0):
         return F.conv2d(x, weight, None, stride, layer.padding, layer.dilation, groups)
     if stride == (d, d):
-        return F.conv2d(x[:, :, ::d, ::d], weight, None, 1, ((kh - 1) // 2, (kw - 1) // 2), 1, groups)
+        return F.conv2d(subsample(x, 0, d), weight, None, 1, ((kh - 1) // 2, (kw - 1) // 2), 1, groups)
     if stride == (1, 1) and H % d == 0 and W % d == 0:
         return _PhasedDepthwise.apply(x, weight, layer.padding, d)
     return F.conv2d(x, weight, None, stride, layer.padding, layer.dilation, groups)
+
+
+def pointwise(x: torch.Tensor, weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """The bias-free 1×1 conv of x with ``weight`` in ``groups`` groups. On the CPU, for a channels-last x and
+    groups of several channels, oneDNN's filter gradient of a grouped 1×1 conv runs at about half the speed of
+    one ``bmm`` over the groups' (pixels, channels) views (bench/wide_convs.py, k = 1), so it is taken from
+    that (:class:`_GroupedPointwise`)."""
+    if (x.device.type == "cpu" and 1 < groups < x.shape[1] and memory_format_of(x) == torch.channels_last):
+        return _GroupedPointwise.apply(x, weight, groups)
+    return F.conv2d(x, weight, None, 1, 0, 1, groups)
+
+
+def subsample(x: torch.Tensor, offset: int, step: int) -> torch.Tensor:
+    """x[:, :, offset::step, offset::step], whose gradient is laid out as x is: autograd's own (two slice
+    backwards) is contiguous, and adding it to a channels-last gradient of the same tensor is several times
+    slower than adding two of one layout."""
+    if memory_format_of(x) != torch.channels_last:
+        return x[:, :, offset::step, offset::step]
+    return _Subsample.apply(x, offset, step)
+
+
+class _Subsample(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, offset, step):
+        ctx.shape, ctx.offset, ctx.step = x.shape, offset, step
+        return x[:, :, offset::step, offset::step]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        (N, C, H, W), o, s = ctx.shape, ctx.offset, ctx.step
+        grad_x = grad.new_zeros((N, H, W, C)).permute(0, 3, 1, 2)  # channels-last
+        grad_x[:, :, o::s, o::s] = grad
+        return grad_x, None, None
+
+
+class _GroupedPointwise(torch.autograd.Function):
+    """A grouped 1×1 conv on a channels-last input; its filters' gradient is one ``bmm`` over the groups:
+    (G, C_out/G, pixels) × (G, pixels, C_in/G), both strided views of the gradient and the input."""
+
+    @staticmethod
+    def forward(ctx, x, weight, groups):
+        ctx.save_for_backward(x, weight)
+        ctx.groups = groups
+        return F.conv2d(x, weight, None, 1, 0, 1, groups)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        G = ctx.groups
+        # under autocast the forward's conv ran in the gradient's dtype; the backward runs outside autocast
+        x_, weight_ = x.to(grad.dtype), weight.to(grad.dtype)
+        grad_x = grad_w = None
+        if needs_grad(ctx, 0, x):
+            grad_x = torch.ops.aten.convolution_backward(grad, x_, weight_, None, [1, 1], [0, 0], [1, 1], False,
+                                                         [0, 0], G, [True, False, False])[0].to(x.dtype)
+        if needs_grad(ctx, 1, weight):
+            N, _, H, W = x.shape
+            rows = lambda t: t.permute(0, 2, 3, 1).reshape(N * H * W, G, -1)  # views for channels-last tensors
+            grad_w = torch.bmm(rows(grad).permute(1, 2, 0), rows(x_).transpose(0, 1)).view(weight.shape)
+            grad_w = grad_w.to(weight.dtype)
+        return grad_x, grad_w, None
 
 
 def _phases(x: torch.Tensor, d: int) -> torch.Tensor:
@@ -100,9 +166,15 @@ class _PhasedDepthwise(torch.autograd.Function):
         if needs_grad(ctx, 0, x):
             grad_x = F.conv2d(grad, weight_.flip(2, 3), None, 1, ctx.padding, d, C).to(x.dtype)
         if needs_grad(ctx, 1, weight):
+            ph, pw = (kh - 1) // 2, (kw - 1) // 2
+            phases = _phases(x_, d)
+            if kh > phases.shape[2] or kw > phases.shape[3]:
+                # a filter wider than the phase images (5×5 on 4×4) takes oneDNN's slow path unless the
+                # padding is explicit (about 4× faster)
+                phases, ph, pw = F.pad(phases, (pw, pw, ph, ph)), 0, 0
             grad_w = torch.ops.aten.convolution_backward(
-                _phases(grad, d), _phases(x_, d), weight_, None, [1, 1], [(kh - 1) // 2, (kw - 1) // 2], [1, 1],
-                False, [0, 0], C, [False, True, False])[1].to(weight.dtype)
+                _phases(grad, d), phases, weight_, None, [1, 1], [ph, pw], [1, 1], False, [0, 0], C,
+                [False, True, False])[1].to(weight.dtype)
         return grad_x, grad_w, None, None
 
 
