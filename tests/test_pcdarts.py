@@ -71,6 +71,16 @@ def test_gradients_reach_the_input_through_both_paths():
 
 
 @pytest.mark.parametrize("stride", [1, 2])
+def test_random_sampling_keeps_a_channels_last_layout(stride):
+    """The edge's output stays channels-last (index_copy alone returns the default layout, which turned every
+    later state of the supernet, and the layout its dropout masks are drawn in, into it)."""
+    edge = build_edge("mixed", "darts", DARTS_OPS, 16, stride, partial_k=4, partial_sampling="random")
+    x = torch.randn(2, 16, 8, 8).contiguous(memory_format=torch.channels_last)
+    y = edge(x, torch.randn(8).softmax(0))
+    assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+
+
+@pytest.mark.parametrize("stride", [1, 2])
 def test_random_sampling_processes_a_fresh_subset_in_place(stride):
     C, k = 16, 4
     edge = build_edge("mixed", "darts", DARTS_OPS, C, stride, partial_k=k, partial_sampling="random")

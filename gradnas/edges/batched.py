@@ -15,6 +15,8 @@ scale multiplies the op weights, the Fisher probe sees each (edge, op) raw outpu
 each edge's mask in the per-edge path's order, and PC-DARTS's partial channels ("first") share the C/K slice
 and the bypass of a source; the processed part and the bypass are accumulated apart and shuffled together
 once per node, which the shuffle's linearity allows ("all", G-PC-DARTS-A's, shuffles the node alone).
+Random partial channels give every edge its own C/K channels: all candidates then run wide on the edges' gathered
+channels and are written back to those channels of their nodes, the bypass to the others.
 G-DARTS-A's channel groups fold a source's input into the batch once for all of its edges ("exact"), and
 group attention scales an edge's whole output, ``a_e ⊙ Σ_o w_o·y_o``: the source's candidates are summed
 per target, then scaled by their edges' attention in one multiply-add into the pending nodes.
@@ -42,14 +44,14 @@ def edge_parts(edge: nn.Module) -> tuple[MixedOp, PartialChannelEdge | None, Cha
     """The mixed op of an edge, its partial-channel and its channel-group wrappers; ValueError for edges this
     executor cannot batch."""
     partial = grouped = None
-    if isinstance(edge, PartialChannelEdge) and edge.sampling in ("first", "all"):
+    if isinstance(edge, PartialChannelEdge):
         partial, edge = edge, edge.inner
-    if isinstance(edge, ChannelGroupEdge):
+    if isinstance(edge, ChannelGroupEdge) and not (partial is not None and partial.sampling == "random"):
         grouped, edge = edge, edge.inner
     if isinstance(edge, MixedOp):
         return edge, partial, grouped
-    raise ValueError("the batched executor handles mixed edges, with channel groups and first or all partial "
-                     f"channels, not {type(edge).__name__}")
+    raise ValueError("the batched executor handles mixed edges, with partial channels and with channel groups "
+                     f"(not both with random partial channels), not {type(edge).__name__}")
 
 
 @dataclass
@@ -81,7 +83,8 @@ class Source:
     shared: list[Candidate]            # one map for all edges (pools with a non-affine BN first, then skip and
     shared_norm: SharedNorm | None     # BN-free pools), added by matrix products; the BN of the first ones
     shared_weights: int                # their (candidate, pending node) weights, 0 where one is not active
-    bypass: tuple[torch.Tensor | None, int] | None  # PC: the bypass's (positions, chunk of the gathered edge scales)
+    bypass: tuple[torch.Tensor | None, int, list[int]] | None  # PC: the bypass's (index, chunk of the gathered
+    #                                                              edge scales, positions)
 
 
 class CellPlan:
@@ -104,7 +107,9 @@ class CellPlan:
         self.parts = [edge_parts(e) for e in edges]
         _, self.partial, grouped = self.parts[0]
         # channels of a state that reach the ops (PC-DARTS "first": 1/K), and groups folded into the batch
-        self.slice_k = self.partial.k if self.partial is not None and self.partial.sampling == "first" else 1
+        self.slice_k = self.partial.k if self.partial is not None and self.partial.sampling != "all" else 1
+        # "random": each edge's ops see its own random C/K channels, written back in place into the full node
+        self.random = self.partial is not None and self.partial.sampling == "random"
         self.fold = grouped.groups if grouped is not None and grouped.fold else 1
         self.num_inputs = min(target for _, target in layout)
         last = max(target for _, target in layout)
@@ -180,14 +185,15 @@ class CellPlan:
 
     def _source(self, s: int, ids: list[int | None]) -> Source:
         candidates = [c for c in (self._candidate(o, ids) for o in range(self.num_ops)) if c is not None]
-        normed = [c for c in candidates if c.kind == "pool_bn" and not c.dropped and SharedNorm.fits(c.bns[0])]
-        shared_norm = None
-        if normed:
-            try:
-                shared_norm = SharedNorm([c.bns[0] for c in normed])
-            except ValueError:  # their BNs differ: each stays a wide candidate
-                normed = []
-        shared = normed + [c for c in candidates if c.kind in ("identity", "pool") and not c.dropped]
+        shared_norm, shared = None, []
+        if not self.random:  # with random channels every edge sees its own input: nothing is shared
+            normed = [c for c in candidates if c.kind == "pool_bn" and not c.dropped and SharedNorm.fits(c.bns[0])]
+            if normed:
+                try:
+                    shared_norm = SharedNorm([c.bns[0] for c in normed])
+                except ValueError:  # their BNs differ: each stays a wide candidate
+                    normed = []
+            shared = normed + [c for c in candidates if c.kind in ("identity", "pool") and not c.dropped]
         candidates = [c for c in candidates if c not in shared]
         merged = [c for c in candidates if c.index is None and not c.dropped and c.final is not None]
         merged_bn = None
@@ -218,7 +224,7 @@ class CellPlan:
             if positions:
                 self.scale_index += [ids[p] for p in positions]
                 self.scale_sizes.append(len(positions))
-                bypass = (self._index(positions, len(ids)), len(self.scale_sizes) - 1)
+                bypass = (self._index(positions, len(ids)), len(self.scale_sizes) - 1, positions)
         return Source(s, ids, partial, separate, merged, merged_bn, merged_weights, shared, shared_norm,
                       shared_weights, bypass)
 
@@ -238,33 +244,38 @@ class CellPlan:
         attention = self._attention(weights.groups, x0) if weights.groups is not None else None
         if training:
             self.counter.step()
-        noise = self._dropout_noise(x0, fmt) if training and self.drops else {}
+        noise, channels = self._draws(x0, fmt, training)
         acc = rest = None
         for src in self.sources:
             x, targets = states[src.state], len(src.edges)
-            if self.slice_k > 1:
-                width = x.shape[1] // self.slice_k
-                x_ops, x_rest = x.split([width, x.shape[1] - width], 1)
-                x = x_ops.contiguous(memory_format=fmt)
-                if src.bypass is not None:
-                    index, chunk = src.bypass
-                    rest = _accumulate(rest, src.partial.bypass(x_rest)[:, None],
-                                       None if scales is None else scales[chunk], index, targets)
-            inputs = _SourceInputs(fold_groups(x, self.fold) if self.fold > 1 else x)
-            if attention is None:
+            if self.random:  # the ops' terms scattered to each edge's channels, the bypass to the others
+                inputs = _SourceInputs(x, [None if e is None else channels[e] for e in src.edges], fmt)
                 acc = self._add_candidates(src, inputs, filters, op_weights, noise, acc, training)
-            else:  # the source's terms summed apart, then scaled by each edge's attention at once
-                terms = self._add_candidates(src, inputs, filters, op_weights, noise, None, training)
-                if terms is not None:
-                    scale = attention[src.state]
-                    acc = terms * scale if acc is None else torch.addcmul(acc, terms, scale)
+                acc = self._add_bypass(src, inputs, scales, acc)
+            else:
+                if self.slice_k > 1:
+                    width = x.shape[1] // self.slice_k
+                    x_ops, x_rest = x.split([width, x.shape[1] - width], 1)
+                    x = x_ops.contiguous(memory_format=fmt)
+                    if src.bypass is not None:
+                        index, chunk, _ = src.bypass
+                        rest = _accumulate(rest, src.partial.bypass(x_rest)[:, None],
+                                           None if scales is None else scales[chunk], index, targets)
+                inputs = _SourceInputs(fold_groups(x, self.fold) if self.fold > 1 else x)
+                if attention is None:
+                    acc = self._add_candidates(src, inputs, filters, op_weights, noise, acc, training)
+                else:  # the source's terms summed apart, then scaled by each edge's attention at once
+                    terms = self._add_candidates(src, inputs, filters, op_weights, noise, None, training)
+                    if terms is not None:
+                        scale = attention[src.state]
+                        acc = terms * scale if acc is None else torch.addcmul(acc, terms, scale)
             if src.state + 1 >= self.num_inputs:  # the next state has all its inputs now
                 if acc is None:  # only zero maps reached the pending nodes so far
-                    N, *pixel = self._node_shape(x0)
-                    acc = x0.new_zeros((N, targets, *pixel))
+                    N, C, H, W = self._node_shape(x0)
+                    acc = x0.new_zeros((N, targets, C * self.slice_k if self.random else C, H, W))
                 (node, acc), (part, rest) = _pop(acc), _pop(rest)
                 node = unfold_groups(node, self.fold) if self.fold > 1 else node
-                if self.partial is None:
+                if self.partial is None or self.random:  # random channels are processed in place: no shuffle
                     states.append(node.contiguous(memory_format=fmt))
                 else:
                     states.append(channel_shuffle([node] if part is None else [node, part], self.partial.k, fmt))
@@ -286,7 +297,10 @@ class CellPlan:
                     m.probe(c.op, y if shared else y5[:, k])
             if c.dropped and training:
                 y5 = y5 * noise[id(c)]
-            acc = _accumulate(acc, y5, op_weights[c.weights], c.index, len(src.edges))
+            if inputs.picks is None:
+                acc = _accumulate(acc, y5, op_weights[c.weights], c.index, len(src.edges))
+            else:
+                acc = inputs.scatter(acc, y5 * op_weights[c.weights].view(1, -1, 1, 1, 1), c.positions)
         return acc
 
     def _attention(self, groups: torch.Tensor, x0: torch.Tensor) -> list[torch.Tensor]:
@@ -319,6 +333,8 @@ class CellPlan:
         else:  # the weights folded into the BN's affine transform: no pass over the wide output of their own
             y = src.merged_bn(x, training, scale)
         term = _sum_candidates(y, K, P)
+        if inputs.picks is not None:
+            return inputs.scatter(acc, term, range(P))
         return term if acc is None else acc + term
 
     def _shared(self, src: Source, inputs: "_SourceInputs", weights: torch.Tensor, acc: torch.Tensor | None,
@@ -372,28 +388,30 @@ class CellPlan:
                  ) -> tuple[torch.Tensor, bool]:
         """The candidate's output on all of its edges: (N, C, H, W) shared by all, or (N, E·C, H, W); a merged
         candidate's stops before its final BN."""
-        E, first = len(c.positions), c.modules[0]
+        E, first, positions = len(c.positions), c.modules[0], c.positions
+        shared = inputs.picks is None  # else each edge has its own channels: every candidate runs wide
         if c.kind == "identity":
-            return inputs.x, True
+            return (inputs.x, True) if shared else (inputs.wide(positions, relu=False), False)
         if c.kind == "pool":
-            return first(inputs.x), True
+            return (first(inputs.x), True) if shared else (first(inputs.wide(positions, relu=False)), False)
         if c.kind == "pool_bn":  # the pool once; its BN over E·C channels keeps every edge's statistics
-            pooled = repeat_channels(first[0](inputs.x), E)
+            pooled = repeat_channels(first[0](inputs.x), E) if shared else first[0](inputs.wide(positions, False))
             return (pooled if c.merged else c.bns[0](pooled, training)), False
         weight = lambda j: filters[c.convs[j][0]][c.convs[j][1]]
         if c.kind == "reduce":  # grouped: each edge's groups on its own copy of the input
             g = first.groups
-            r = inputs.relu() if g == 1 else inputs.repeated(E)
-            a = pointwise(subsample(r, 0, 2), weight(0), E * g if g > 1 else 1)
-            b = pointwise(subsample(r, 1, 2), weight(1), E * g if g > 1 else 1)
+            r = inputs.relu() if g == 1 and shared else inputs.wide(positions)
+            groups = E * g if g > 1 or not shared else 1
+            a = pointwise(subsample(r, 0, 2), weight(0), groups)
+            b = pointwise(subsample(r, 1, 2), weight(1), groups)
             h = _concat_groupwise(a, b, E * g)
             return (h if c.merged else c.bns[0](h, training)), False
         if c.kind == "body":
-            h, is_wide, j, b = inputs.relu(), False, 0, 0
+            h, is_wide, j, b = (inputs.relu(), False, 0, 0) if shared else (inputs.wide(positions), True, 0, 0)
             for layer in first.body[:-1] if c.merged else first.body:
                 if isinstance(layer, nn.Conv2d):
                     if not is_wide and layer.groups > 1:  # depthwise on the shared input: repeat it E times
-                        h = inputs.repeated(E)
+                        h = inputs.wide(positions)
                     groups = layer.groups * E if is_wide or layer.groups > 1 else 1
                     h = conv(h, weight(j), layer, groups)
                     is_wide, j = True, j + 1
@@ -403,26 +421,53 @@ class CellPlan:
                     h = F.relu(h)
             return h, False
         # any other op: edge by edge, as the per-edge path computes it
-        ys = [m.body(inputs.relu()) if isinstance(m, ReLUFirst) else m(inputs.x) for m in c.modules]
+        ys = [m.body(inputs.wide([p])) if isinstance(m, ReLUFirst) else m(inputs.wide([p], relu=False))
+              for m, p in zip(c.modules, positions)]
         return torch.cat(ys, 1), False
 
-    def _dropout_noise(self, x0: torch.Tensor, fmt: torch.memory_format) -> dict[int, torch.Tensor]:
-        """Each dropped edge's mask, drawn in edge order with the shape and layout F.dropout draws it in, so the
-        masks are the per-edge path's; scaled by 1/(1−p) as F.dropout scales them."""
-        N, width, H, W = self._node_shape(x0)
+    def _draws(self, x0: torch.Tensor, fmt: torch.memory_format, training: bool
+               ) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+        """The forward's random draws, edge by edge in the per-edge path's order (each edge's random channels,
+        then its skip-dropout mask), so that they are the same draws: DNAS's masks per dropped candidate, drawn
+        with the shape and layout F.dropout draws them in and scaled by 1/(1−p) as it scales them; and each
+        edge's C/K channels (``partial_sampling`` random), ``torch.randperm`` as PartialChannelEdge draws them."""
         masks: dict[int, torch.Tensor] = {}
-        for _, c, _ in self.drops:
+        channels: dict[int, torch.Tensor] = {}
+        drops = self.drops if training else []
+        if not drops and not self.random:
+            return masks, channels
+        N, width, H, W = self._node_shape(x0)
+        for _, c, _ in drops:
             if id(c) not in masks:
                 E = len(c.positions)
                 masks[id(c)] = (x0.new_empty((N, H, W, E, width)).permute(0, 3, 4, 1, 2)
                                 if fmt == torch.channels_last else x0.new_empty((N, E, width, H, W)))
-        p = self.drops[0][1].mixed[0].skip_dropout
-        for _, c, k in self.drops:
-            masks[id(c)][:, k].bernoulli_(1 - p)
+        p = drops[0][1].mixed[0].skip_dropout if drops else 0.0
+        by_edge: dict[int, list[tuple[Candidate, int]]] = {}
+        for e, c, k in drops:
+            by_edge.setdefault(e, []).append((c, k))
+        for e in range(len(self.parts)):
+            if self.random:
+                channels[e] = torch.randperm(x0.shape[1], device=x0.device)[:width]
+            for c, k in by_edge.get(e, ()):
+                masks[id(c)][:, k].bernoulli_(1 - p)
         for mask in masks.values():
             mask.div_(1 - p)
-        return masks
+        return masks, channels
 
+    def _add_bypass(self, src: Source, inputs: "_SourceInputs", scales: Sequence[torch.Tensor] | None,
+                    acc: torch.Tensor | None) -> torch.Tensor | None:
+        """acc plus, on each edge that computes something, the source's bypass (max-pooled on stride-2 edges)
+        on the channels its ops did not see, times the edge's scale: ``bypass(x).index_copy(1, S, y)`` of the
+        per-edge path, whose y the candidates added."""
+        if src.bypass is None:
+            return acc
+        index, chunk, positions = src.bypass
+        keep = inputs.keep_mask(positions)  # (P', C): 0 on each edge's processed channels
+        if scales is not None:
+            keep = keep * scales[chunk][:, None]
+        term = src.partial.bypass(inputs.x)[:, None] * keep[None, :, :, None, None]
+        return _accumulate(acc, term, None, index, len(src.edges))
 
 def _sum_candidates(y: torch.Tensor, K: int, P: int) -> torch.Tensor:
     """(N, K·P·C, H, W) → Σ over the K candidates, (N, P, C, H, W), in y's memory format (for channels-last,
@@ -512,22 +557,49 @@ def _accumulate(acc: torch.Tensor | None, y5: torch.Tensor, w: torch.Tensor | No
 
 
 class _SourceInputs:
-    """A source's input and what its candidates share of it: one ReLU, one E-fold repeat of it."""
+    """A source's input and what its candidates share of it: one ReLU, and the wide input of E edges: the
+    (ReLU'd) input repeated E times or, under random partial channels (``picks``: each pending node's edge's
+    C/K channels), each edge's own channels side by side."""
 
-    def __init__(self, x: torch.Tensor):
-        self.x = x
+    def __init__(self, x: torch.Tensor, picks: list[torch.Tensor | None] | None = None,
+                 fmt: torch.memory_format = torch.contiguous_format):
+        self.x, self.picks, self.fmt = x, picks, fmt
         self._relu: torch.Tensor | None = None
-        self._repeated: dict[int, torch.Tensor] = {}
+        self._wide: dict[tuple, torch.Tensor] = {}
 
     def relu(self) -> torch.Tensor:
         if self._relu is None:
             self._relu = F.relu(self.x)
         return self._relu
 
-    def repeated(self, times: int) -> torch.Tensor:
-        if times not in self._repeated:
-            self._repeated[times] = self.relu() if times == 1 else repeat_channels(self.relu(), times)
-        return self._repeated[times]
+    def wide(self, positions: Sequence[int], relu: bool = True) -> torch.Tensor:
+        """(N, E·C', H, W): the input of the edges at ``positions`` side by side (ReLU'd unless ``relu`` is False)."""
+        key = (len(positions) if self.picks is None else tuple(positions), relu)
+        if key not in self._wide:
+            x = self.relu() if relu else self.x
+            if self.picks is None:
+                self._wide[key] = x if len(positions) == 1 else repeat_channels(x, len(positions))
+            else:  # as PartialChannelEdge takes them: index_select, then one dense copy in the layout
+                index = torch.cat([self.picks[p] for p in positions]) if len(positions) > 1 else self.picks[positions[0]]
+                self._wide[key] = x.index_select(1, index).contiguous(memory_format=self.fmt)
+        return self._wide[key]
+
+    def scatter(self, acc: torch.Tensor | None, term: torch.Tensor, positions: Sequence[int]) -> torch.Tensor:
+        """acc (N, P, C, H, W) plus ``term`` (N, E, C/K, H, W), the edges' terms at ``positions``, each added to its
+        own channels of its pending node."""
+        N, _, _, H, W = term.shape
+        P, C = len(self.picks), self.x.shape[1]
+        if acc is None:
+            acc = (term.new_zeros((N, H, W, P, C)).permute(0, 3, 4, 1, 2) if self.fmt == torch.channels_last
+                   else term.new_zeros((N, P, C, H, W)))
+        index = torch.cat([self.picks[p] + p * C for p in positions])
+        return acc.flatten(1, 2).index_add(1, index, term.flatten(1, 2)).unflatten(1, (P, C))
+
+    def keep_mask(self, positions: Sequence[int]) -> torch.Tensor:
+        """(len(positions), C): 1 on the channels the edge at each position passes by its ops, 0 on its picks."""
+        C = self.x.shape[1]
+        index = torch.cat([self.picks[p] + k * C for k, p in enumerate(positions)])
+        return self.x.new_ones(len(positions) * C).index_fill(0, index, 0).view(len(positions), C)
 
 
 class BatchedNodes:
@@ -559,9 +631,8 @@ def batched_fallback(config) -> str | None:
     """Why a search configuration runs edge by edge although ``executor`` is "batched"; None when it batches."""
     if config.edge != "mixed":
         return f"edge kind {config.edge!r}"
-    if config.partial_k > 1 and config.partial_sampling == "random":
-        # each edge draws its own channel subset, so the edges leaving a node do not share an input
-        return f"partial_sampling {config.partial_sampling!r}"
+    if config.partial_k > 1 and config.partial_sampling == "random" and (config.groups > 1 or config.group_attention):
+        return "random partial channels with channel groups"
     if config.compile:
         return "compile"
     return None

@@ -70,7 +70,11 @@ class PartialChannelEdge(nn.Module):
             # (docs/methods.md §3 asks only for a random channel choice before slicing [interp]).
             chosen = torch.randperm(C, device=x.device)[:width]
             y = self.inner(x.index_select(1, chosen).contiguous(memory_format=fmt), weights, *scales)
-            return None if y is None else self.bypass(x).index_copy(1, chosen, y)
+            if y is None:
+                return None
+            # into a copy in x's layout: index_copy's own result is contiguous, which would turn every later
+            # state of a channels-last supernet into the default layout
+            return self.bypass(x).clone(memory_format=fmt).index_copy_(1, chosen, y)
         x_ops, x_rest = x.split([width, C - width], 1)
         # One dense copy of the slice for all ops: a channel slice is strided, and every pool or conv
         # would otherwise copy it again, into the default layout.
