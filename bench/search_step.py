@@ -59,6 +59,9 @@ ROWS: list[Row] = [
     Row("pc-darts-k4-b64", "darts", "pc-darts", {"partial_k": 4, "batch_size": 64}),
     Row("pc-darts-k8-b64", "darts", "pc-darts", {"partial_k": 8, "batch_size": 64}),
     Row("pc-darts-k4-b256", "darts", "pc-darts", {"partial_k": 4, "batch_size": 256}),
+    # the paper's random channel subset S (docs/methods.md §3) in place of the code's first C/K channels
+    Row("pc-darts-k4-random-b64", "darts", "pc-darts", {"partial_k": 4, "partial_sampling": "random",
+                                                        "batch_size": 64}),
     # DNAS global search at its L=14 (docs/methods.md §6) beside its full-form baseline and plain PC-DARTS at L=14
     Row("pc-darts-k4-l14", "darts", "pc-darts", {"partial_k": 4, "layers": 14, "batch_size": 64}),
     Row("pcdarts-global-l14", "darts", "pc-darts-global", {"partial_k": 4, "layers": 14}),
