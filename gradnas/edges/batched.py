@@ -146,6 +146,9 @@ class CellPlan:
         # DNAS's masks, in the order the per-edge path draws them: by edge, i.e. by target node, then source
         self.drops = sorted(((src.edges[p], c, k) for src in self.sources for c in src.candidates if c.dropped
                              for k, p in enumerate(c.positions)), key=lambda t: t[0])
+        self.drops_by_edge: dict[int, list[tuple[Candidate, int]]] = {}
+        for e, c, k in self.drops:
+            self.drops_by_edge.setdefault(e, []).append((c, k))
 
     def _contributes(self, e: int) -> bool:
         mixed = self.parts[e][0]
@@ -443,13 +446,10 @@ class CellPlan:
                 masks[id(c)] = (x0.new_empty((N, H, W, E, width)).permute(0, 3, 4, 1, 2)
                                 if fmt == torch.channels_last else x0.new_empty((N, E, width, H, W)))
         p = drops[0][1].mixed[0].skip_dropout if drops else 0.0
-        by_edge: dict[int, list[tuple[Candidate, int]]] = {}
-        for e, c, k in drops:
-            by_edge.setdefault(e, []).append((c, k))
         for e in range(len(self.parts)):
             if self.random:
                 channels[e] = torch.randperm(x0.shape[1], device=x0.device)[:width]
-            for c, k in by_edge.get(e, ()):
+            for c, k in self.drops_by_edge.get(e, ()) if training else ():
                 masks[id(c)][:, k].bernoulli_(1 - p)
         for mask in masks.values():
             mask.div_(1 - p)
@@ -566,6 +566,7 @@ class _SourceInputs:
         self.x, self.picks, self.fmt = x, picks, fmt
         self._relu: torch.Tensor | None = None
         self._wide: dict[tuple, torch.Tensor] = {}
+        self._flat: dict[tuple, torch.Tensor] = {}
 
     def relu(self) -> torch.Tensor:
         if self._relu is None:
@@ -592,14 +593,22 @@ class _SourceInputs:
         if acc is None:
             acc = (term.new_zeros((N, H, W, P, C)).permute(0, 3, 4, 1, 2) if self.fmt == torch.channels_last
                    else term.new_zeros((N, P, C, H, W)))
-        index = torch.cat([self.picks[p] + p * C for p in positions])
-        return acc.flatten(1, 2).index_add(1, index, term.flatten(1, 2)).unflatten(1, (P, C))
+        return acc.flatten(1, 2).index_add(1, self.flat(positions), term.flatten(1, 2)).unflatten(1, (P, C))
 
     def keep_mask(self, positions: Sequence[int]) -> torch.Tensor:
         """(len(positions), C): 1 on the channels the edge at each position passes by its ops, 0 on its picks."""
         C = self.x.shape[1]
-        index = torch.cat([self.picks[p] + k * C for k, p in enumerate(positions)])
+        index = self.flat(positions, compact=True)
         return self.x.new_ones(len(positions) * C).index_fill(0, index, 0).view(len(positions), C)
+
+    def flat(self, positions: Sequence[int], compact: bool = False) -> torch.Tensor:
+        """The picks of the edges at ``positions`` as indices into a flattened (rows, C): row p, the pending node,
+        or row k, the k-th of ``positions``, when ``compact``; built once per source and forward."""
+        key = (tuple(positions), compact)
+        if key not in self._flat:
+            C = self.x.shape[1]
+            self._flat[key] = torch.cat([self.picks[p] + (k if compact else p) * C for k, p in enumerate(positions)])
+        return self._flat[key]
 
 
 class BatchedNodes:
