@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
@@ -137,3 +138,16 @@ def test_step_ops_times_every_operator_of_both_executors(monkeypatch, capsys):
     rows = [line.split() for line in lines[2:7]]
     assert len(rows) == 5 and all(float(r[1]) >= 0 and int(r[2]) >= 0 and int(r[4]) >= 0 for r in rows)
     assert any(r[0] == "convolution_backward" and int(r[4]) < int(r[2]) for r in rows)  # wide convs: fewer calls
+
+
+def test_cpu_kernels_compares_forms_that_compute_the_same(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(BENCH))
+    import cpu_kernels
+    assert cpu_kernels.main(["--quick"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    assert [r[0] for r in rows] == [name for name, _, _ in cpu_kernels.CASES]
+    assert all(float(r[-3]) > 0 and float(r[-2]) > 0 and float(r[-1]) > 0 for r in rows)
+    torch.manual_seed(0)
+    pointwise, phased = cpu_kernels.pw_filter_grad(2, 4, 3, 3), cpu_kernels.phased_5x5(2, 3, 4)
+    torch.testing.assert_close(pointwise["new"]().reshape(12, 4, 1, 1), pointwise["old"]()[1], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(phased["new"]()[1], phased["old"]()[1], rtol=1e-4, atol=1e-4)

@@ -64,9 +64,9 @@ def conv(x: torch.Tensor, weight: torch.Tensor, layer: nn.Conv2d, groups: int) -
 
 def pointwise(x: torch.Tensor, weight: torch.Tensor, groups: int) -> torch.Tensor:
     """The bias-free 1×1 conv of x with ``weight`` in ``groups`` groups. On the CPU, for a channels-last x and
-    groups of several channels, oneDNN's filter gradient of a grouped 1×1 conv runs at about half the speed of
-    one ``bmm`` over the groups' (pixels, channels) views (bench/wide_convs.py, k = 1), so it is taken from
-    that (:class:`_GroupedPointwise`)."""
+    groups of several channels, oneDNN's filter gradient of a grouped 1×1 conv is slower than one ``bmm`` over
+    the groups' (pixels, channels) views (1.3–1.75× in bench/cpu_kernels.py), so it is taken from that
+    (:class:`_GroupedPointwise`)."""
     if (x.device.type == "cpu" and 1 < groups < x.shape[1] and memory_format_of(x) == torch.channels_last):
         return _GroupedPointwise.apply(x, weight, groups)
     return F.conv2d(x, weight, None, 1, 0, 1, groups)
@@ -170,7 +170,7 @@ class _PhasedDepthwise(torch.autograd.Function):
             phases = _phases(x_, d)
             if kh > phases.shape[2] or kw > phases.shape[3]:
                 # a filter wider than the phase images (5×5 on 4×4) takes oneDNN's slow path unless the
-                # padding is explicit (about 4× faster)
+                # padding is explicit (3.4× faster in bench/cpu_kernels.py)
                 phases, ph, pw = F.pad(phases, (pw, pw, ph, ph)), 0, 0
             grad_w = torch.ops.aten.convolution_backward(
                 _phases(grad, d), phases, weight_, None, [1, 1], [ph, pw], [1, 1], False, [0, 0], C,
