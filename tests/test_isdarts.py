@@ -1,5 +1,6 @@
 """IS-DARTS (docs/methods.md §5, oracles of §7): the Fisher statistic, masks, schedule, removals, survivors, the
 measurement on a supernet, end-to-end searches in both spaces and resume across a shrinking step."""
+import copy
 import json
 import math
 from types import SimpleNamespace
@@ -433,3 +434,83 @@ def test_s_darts_removed_ops_leave_the_softmax(tmp_path):
     w.square().sum().backward()
     g = arch.alpha["normal"].grad
     assert (g[:, 2:] == 0).all() and (g[:, :2] != 0).any()
+
+
+def authors_forward(net, x, masks):
+    """The authors' masked NB201 supernet, written out as their code runs it: every op of every edge is computed
+    and weighted by m/|O|, removed ones by 0 (``forward_isdarts``); gradnas drops removed ops instead."""
+    n_ops, x = len(net.op_names), net.stem(x)
+    for k, cell in enumerate(net.cells):
+        if str(k) in net.blocks:
+            x = net.blocks[str(k)](x)
+        nodes, e = [x], 0
+        for node in range(1, cell.nodes + 1):
+            total = 0
+            for source in range(node):
+                total = total + sum(op(nodes[source]) * m / n_ops for op, m in zip(mixed_op(cell.edges[e]).ops, masks[e]))
+                e += 1
+            nodes.append(total)
+        x = nodes[-1]
+    return net.classifier(net.global_pooling(net.lastact(x)).flatten(1))
+
+
+def authors_prune(net, masks, batches):
+    """The authors' shrinking step: eval mode, a hook on every op keeping the running mean of F over the images,
+    the mean over cells, removed ops' F set to 0 and each edge's largest F removed (``prune_edges``)."""
+    cells, edges, n_ops = len(net.cells), len(net.cells[0].edges), len(net.op_names)
+    sums, images = torch.zeros(cells, edges, n_ops, dtype=torch.float64), 0
+    handles = [op.register_forward_hook(lambda m, i, y, at=(c, e, o): sums.__setitem__(at, sums[at] + elementwise_fisher(y).sum()))
+               for c, cell in enumerate(net.cells) for e, edge in enumerate(cell.edges)
+               for o, op in enumerate(mixed_op(edge).ops)]
+    net.eval()
+    with torch.no_grad():
+        for x, _ in batches:
+            authors_forward(net, x, masks)
+            images += len(x)
+    net.train()
+    for h in handles:
+        h.remove()
+    mean = (sums / images).mean(0)
+    removed = torch.where(masks == 0, torch.zeros_like(mean), mean).argmax(1)
+    masks[torch.arange(edges), removed] = 0
+
+
+@pytest.mark.parametrize("executor", ["per-edge", "batched"])
+def test_search_steps_and_shrinking_equal_the_authors_masked_loop(tmp_path, executor):
+    """gradnas's IS-DARTS iterations, scheduler and shrinking hook against the authors' loop on the same weights
+    and batches (float64): Nesterov SGD at their per-epoch cosine, clip 5 over all weights, the masked forward
+    above and their pruning after epochs 1..4 of 5. The logits of every step and the masks after every
+    shrinking step must agree; dropping a removed op must equal weighting it by 0, in training and in the
+    measurement, and the mean F over cells (not IIM) must decide."""
+    torch.manual_seed(0)
+    searcher = Searcher(tiny_config(tmp_path, "nb201", executor=executor))
+    model, hook, c = searcher.model.double(), searcher.hooks[0], searcher.config
+    fmt = searcher.memory_format
+    batches = [(x.double().contiguous(memory_format=fmt), y) for (x, y), _ in zip(searcher.train_loader, range(4))]
+    hook.samples = batches[:2]
+    ref = copy.deepcopy(model.net)
+    masks = torch.ones(6, len(NB201_OPS), dtype=torch.float64)
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=c.lr, momentum=0.9, nesterov=True, weight_decay=3e-4)
+    steps = 0
+    for epoch in range(c.epochs):
+        for group in ref_opt.param_groups:
+            group["lr"] = 0.001 + (0.025 - 0.001) * (1 + math.cos(math.pi * epoch / c.epochs)) / 2
+        model.train()
+        for _ in range(2):
+            x, y = batches[steps % len(batches)]
+            _, logits = searcher.iteration(False, x, y)
+            ref_opt.zero_grad()
+            ref_logits = authors_forward(ref, x, masks)
+            torch.nn.functional.cross_entropy(ref_logits, y).backward()
+            torch.nn.utils.clip_grad_norm_(ref.parameters(), 5.0)
+            ref_opt.step()
+            torch.testing.assert_close(logits, ref_logits.detach(), rtol=0, atol=1e-9)
+            steps += 1
+        searcher.scheduler.step()
+        record = hook.on_epoch_end(searcher.context, epoch)
+        if epoch + 1 in range(c.epochs - 4, c.epochs):
+            authors_prune(ref, masks, hook.samples)
+            assert record["shrink_step"] == epoch + 1  # steps 1..4 after epochs 1..4
+            assert torch.equal(hook.alive["normal"], masks.bool()), (epoch, hook.alive["normal"], masks)
+    assert hook.alive["normal"].sum(1).tolist() == [1] * 6
+    assert len({tuple(row) for row in masks.argmax(1, keepdim=True).tolist()}) > 1  # not one op everywhere
