@@ -151,3 +151,18 @@ def test_cpu_kernels_compares_forms_that_compute_the_same(monkeypatch, capsys):
     pointwise, phased = cpu_kernels.pw_filter_grad(2, 4, 3, 3), cpu_kernels.phased_5x5(2, 3, 4)
     torch.testing.assert_close(pointwise["new"]().reshape(12, 4, 1, 1), pointwise["old"]()[1], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(phased["new"]()[1], phased["old"]()[1], rtol=1e-4, atol=1e-4)
+
+
+def test_isdarts_cells_measures_each_cell_before_the_first_step(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(BENCH))
+    import isdarts_cells
+    m = isdarts_cells.main(["--data", "digits", "--epochs", "5", "--channels", "4", "--layers", "1",
+                            "--batch-size", "16", "--edges", "3←0", "1←0", "--threads", "0"])
+    F, mean = m["F"], m["mean"]
+    assert F.shape == (3, 6, 5) and m["after_epoch"] == 1 and len(m["scales"]) == 3
+    assert torch.isinf(F[:, :, 0]).all() and torch.isfinite(F[:, :, 1:]).all() and (F[:, :, 1:] > 0).all()
+    assert torch.allclose(mean[:, 1:], F[:, :, 1:].mean(0))  # every cell saw the same images
+    # a skip's output is its cell's input: the same map, so the same F, on every edge leaving node 0
+    assert torch.allclose(F[:, 0, 1], F[:, 3, 1]) and torch.allclose(F[:, 0, 4], F[:, 1, 4])
+    out = capsys.readouterr().out
+    assert out.count("| mean |") == 2 and "edge 3←0" in out and "edge 1←0" in out
