@@ -100,5 +100,6 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"| mean | | | {row} | {(mean[e, skip] / mean[e, conv]).item():.2f} |\n")
     return m
 
+
 if __name__ == "__main__":
     main()
