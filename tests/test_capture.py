@@ -7,6 +7,7 @@ a GPU, where one is present.
 """
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import gradnas.capture
 import gradnas.search.loop as loop
@@ -52,11 +53,26 @@ class StandIn:
 
 # -- the optimiser ---------------------------------------------------------------------------------------------
 
+class RateDtypes(TorchDispatchMode):
+    """The dtypes of the scalar tensors that multiply a list of tensors."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket is torch.ops.aten._foreach_mul and torch.is_tensor(args[1]):
+            self.seen.append((args[0][0].dtype, args[1].dtype))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("options", [dict(momentum=0.9, nesterov=True, weight_decay=3e-4),
                                      dict(momentum=0.9, dampening=0.1), dict()])
-def test_capturable_sgd_steps_as_sgd_does_and_reads_nothing_back(options):
+def test_capturable_sgd_steps_as_sgd_does_and_reads_nothing_back(options, dtype):
     torch.manual_seed(0)
-    ref = [torch.randn(4, 3, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+    tolerance = dict(rtol=1e-14, atol=1e-15) if dtype == torch.float64 else dict(rtol=2e-6, atol=1e-7)
+    ref = [torch.randn(4, 3, dtype=dtype, requires_grad=True) for _ in range(3)]
     ours = [p.detach().clone().requires_grad_() for p in ref]
     a = torch.optim.SGD(ref, lr=0.1, foreach=True, **options)
     b = CapturableSGD(ours, lr=0.1, **options)
@@ -68,12 +84,13 @@ def test_capturable_sgd_steps_as_sgd_does_and_reads_nothing_back(options):
             q.grad = p.grad.clone()
         ours[2].grad = ref[2].grad = None if step == 1 else ref[2].grad  # a parameter skipped once keeps its buffer
         a.step()
-        with HostSyncGuard():  # not even a step counter to allow
+        with HostSyncGuard(), RateDtypes() as rates:  # not even a step counter to allow
             b.step()
+        assert rates.seen == [(dtype, dtype)]  # the rate in the weights' dtype: CUDA's one-kernel path
         sched_a.step()
         sched_b.step()
         for p, q in zip(ref, ours):
-            torch.testing.assert_close(q, p, rtol=1e-14, atol=1e-15)
+            torch.testing.assert_close(q, p, **tolerance)
     assert torch.is_tensor(b.param_groups[0]["lr"]) and float(b.param_groups[0]["lr"]) == pytest.approx(
         a.param_groups[0]["lr"], rel=1e-15)
     b.load_state_dict(a.state_dict())  # a plain SGD checkpoint: its number becomes the rate tensor again
