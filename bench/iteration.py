@@ -82,7 +82,7 @@ def measure(name: str, mode: str, precision: str, device: torch.device, quick: b
             xv, yv = next(iter(searcher.val_loader))
             batches += [xv.contiguous(memory_format=searcher.memory_format), yv]
         iteration = partial(searcher.iteration, active)
-        step = CapturedStep(iteration, strict=True) if mode == "captured" else iteration
+        step = CapturedStep(iteration) if mode == "captured" else iteration
         sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
         times = []
         for k in range(steps + 4):  # the first four: warm-up, capture, compilation

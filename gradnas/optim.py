@@ -73,3 +73,10 @@ def set_lr(group: dict, lr: float) -> None:
         group["lr"].fill_(lr)
     else:
         group["lr"] = lr
+
+
+def plain_rates(optimizer: torch.optim.Optimizer) -> None:
+    """Rates as numbers again, for an eager run resumed from a checkpoint written while capturing (a tensor
+    rate would make ``torch.optim.SGD`` read it back at every step)."""
+    for group in optimizer.param_groups:
+        group["lr"] = float(group["lr"])

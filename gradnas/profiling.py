@@ -18,7 +18,7 @@ _NOT_KERNELS = {aten.empty, aten.empty_like, aten.empty_strided, aten.new_empty,
 # Ops whose result the host must wait for: a value read back (item(), bool(), float()), or a shape that depends
 # on the data (nonzero, masked_select, unique). Any of them inside a step stalls the GPU's queue and breaks
 # CUDA-graph capture.
-_HOST_SYNCS = {aten._local_scalar_dense, aten.is_nonzero, aten.equal, aten.allclose, aten.nonzero,
+HOST_SYNCS = {aten._local_scalar_dense, aten.is_nonzero, aten.equal, aten.allclose, aten.nonzero,
                aten.nonzero_static, aten.masked_select, aten.unique_consecutive, aten._unique2, aten.unique_dim,
                aten.bincount}
 
@@ -96,7 +96,7 @@ class HostSyncGuard(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         packet = func.overloadpacket
         tensors = [a for a in args if isinstance(a, torch.Tensor)]
-        if packet in _HOST_SYNCS and not all(id(t) in self.allowed for t in tensors):
+        if packet in HOST_SYNCS and not all(id(t) in self.allowed for t in tensors):
             raise HostSyncError(f"host synchronisation inside a step: aten.{packet.__name__}")
         if packet in (aten.index, aten.index_put, aten.index_put_) and any(
                 isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1] if i is not None):
