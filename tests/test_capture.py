@@ -24,7 +24,7 @@ from gradnas.optim import CapturableSGD, set_lr
 from gradnas.profiling import HostSyncGuard
 from gradnas.search.bilevel import ARCH_UPDATES
 from gradnas.search.checkpoint import load_checkpoint
-from gradnas.search.loop import Searcher, capture_unsafe
+from gradnas.search.loop import Searcher, build_search_model, capture_unsafe
 from gradnas.train import Trainer
 from gradnas.train import resolve_train_config
 
@@ -132,6 +132,21 @@ def test_a_failed_capture_is_one_error_that_says_how_to_go_on():
         CapturedStep(lambda x: (x,), warmup=0, backend=Refuses())(torch.zeros(2))
     with pytest.raises(GradnasError, match=r"aten._local_scalar_dense reads a value back"):  # the tape refuses it too
         CapturedStep(lambda x: (x * x.sum().item(),), warmup=0, backend=Tape())(torch.ones(2))
+
+
+def test_what_the_warm_up_must_build_is_never_built_under_capture():
+    """The batched executor's plan, its identity matrices, shared-norm statistics, wide BN buffers and batch
+    counter are built once by an eager call; a capture that would build them fails, naming what."""
+    config = resolve_config({"space": "nb201", "channels": 4, "layers": 1, "executor": "batched"})
+    model = build_search_model(config, 10).train()
+    step = lambda x: (model(x)[0].sum(),)
+    with pytest.raises(GradnasError, match="the batched executor's plan built while a graph captures"):
+        CapturedStep(step, warmup=0, backend=Tape())(torch.randn(2, 3, 8, 8))
+    backend = Tape()
+    warmed = CapturedStep(step, warmup=1, backend=backend)
+    for _ in range(3):
+        warmed(torch.randn(2, 3, 8, 8))
+    assert backend.replays == 2
 
 
 def test_cuda_graphs_capture_thread_locally_into_one_pool(monkeypatch):
