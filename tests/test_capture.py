@@ -7,8 +7,6 @@ graph must show. The last test captures for real on a GPU, where one is present 
 every captured configuration there).
 """
 import pytest
-import importlib
-
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -27,6 +25,7 @@ from gradnas.search.checkpoint import load_checkpoint
 from gradnas.search.loop import Searcher, build_search_model, capture_unsafe
 from gradnas.train import Trainer
 from gradnas.train import resolve_train_config
+from helpers import capturable_adam_on_cpu
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -216,9 +215,7 @@ def test_cli_refuses_capture_without_cuda(tmp_path, capsys):
 def _as_on_a_gpu(monkeypatch, module, backend, captured: bool = True):
     """Capture as on a GPU (the capturable SGD), through ``backend``; ``captured=False``: the same run eagerly."""
     monkeypatch.setattr(module, "capture_mode", lambda *a: True)
-    # capturable Adam, as on a GPU: its step counters on the device, never read on the host
-    monkeypatch.setattr(importlib.import_module("torch.optim.adam"), "_get_capturable_supported_devices",
-                        lambda *a: ["cpu"])
+    capturable_adam_on_cpu(monkeypatch)
     monkeypatch.setattr(gradnas.capture, "CudaGraphs", lambda: backend)
     if not captured:
         monkeypatch.setattr(module, "CapturedStep", lambda *a: CapturedStep(*a, warmup=float("inf")))
