@@ -10,8 +10,9 @@ replayed graph is one) or, on a CPU, the ATen ops dispatched, and the first call
 capture). Ratios are against the same row's eager fp32 run, measured in the same process.
 
 ``--search`` also times one short search per row and mode from start to end (``search()``: the loop, the
-per-epoch graph captures, derivation and checkpoints), and ``--bf16-check DATA`` runs a short DARTS search on
-real images in fp32 and bf16 and reports both genotypes and accuracies.
+graph captures (one per change of what a graph bakes in), derivation and checkpoints), and
+``--bf16-check DATA`` runs a short DARTS search on real images in fp32 and bf16 and reports both genotypes and
+accuracies.
 
     python bench/iteration.py                           # on a GPU: every row, every mode
     python bench/iteration.py --rows darts-b64 --modes eager captured --precisions fp32
