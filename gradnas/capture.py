@@ -162,7 +162,7 @@ class Tape:
         self.warmups += 1
         return fn(*inputs)
 
-    def capture(self, fn: Callable[..., tuple], static_inputs: Tensors) -> tuple[list, tuple]:
+    def capture(self, fn: Callable[..., tuple], static_inputs: Tensors) -> tuple[_Recorder, tuple]:
         recorder = _Recorder()
         _taping.active = True
         try:
@@ -171,31 +171,33 @@ class Tape:
         finally:
             _taping.active = False
         self.captures += 1
-        return [recorder.ops, True], out
+        return recorder, out
 
-    def replay(self, graph: list, out: tuple) -> tuple:
+    def replay(self, graph: _Recorder, out: tuple) -> tuple:
         self.replays += 1
-        ops, first = graph
-        if first:  # the capture ran the step
-            graph[1] = False
+        if graph.fresh:  # the capture's own run was this replay
+            graph.fresh = False
             return out
         with torch.no_grad():
-            for func, args, kwargs, result in ops:
+            for func, args, kwargs, result in graph.ops:
                 fresh = func(*args, **kwargs)
                 for old, new in zip(tree_leaves(result), tree_leaves(fresh)):
                     if isinstance(old, torch.Tensor) and new is not old:
                         old.copy_(new)
         return out
 
-    def release(self, graph: list) -> None:
+    def release(self, graph: _Recorder) -> None:
         self.released += 1
-        graph[0].clear()
+        graph.ops.clear()
 
 
 class _Recorder(TorchDispatchMode):
+    """The operations dispatched inside the block, each with its arguments and result."""
+
     def __init__(self):
         super().__init__()
         self.ops: list[tuple[Any, tuple, dict, Any]] = []
+        self.fresh = True  # captured and run, not yet replayed
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
