@@ -14,8 +14,13 @@ import torch
 
 class CapturableSGD(torch.optim.SGD):
     """SGD (momentum, dampening, weight decay, Nesterov) as ``torch.optim.SGD`` computes it with
-    ``foreach=True``, with each group's ``lr`` a float64 0-dim tensor on ``device``; ``initial_lr`` stays a
-    number, so the schedulers' closed forms need no read-back."""
+    ``foreach=True``, with each group's ``lr`` a 0-dim tensor on ``device``; ``initial_lr`` stays a number, so
+    the schedulers' closed forms need no read-back.
+
+    The rate is held in float64, the precision of the schedulers' recursive forms (a float32 rate would drift
+    over thousands of per-step updates), and cast once per group and step to the parameters' dtype: the CUDA
+    fast path of ``_foreach_mul(TensorList, Tensor)`` needs matching dtypes, else it launches one kernel and
+    allocates one temporary per parameter tensor."""
 
     def __init__(self, params: Iterable, lr: float, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False, device: torch.device | str = "cpu"):
@@ -57,7 +62,8 @@ class CapturableSGD(torch.optim.SGD):
                         s["momentum_buffer"] = torch.clone(g).detach()
                 bufs = [s["momentum_buffer"] for s in states]
                 grads = torch._foreach_add(grads, bufs, alpha=momentum) if group["nesterov"] else bufs
-            torch._foreach_add_(params, torch._foreach_mul(grads, -group["lr"]))
+            rate = -group["lr"].to(params[0].dtype)
+            torch._foreach_add_(params, torch._foreach_mul(grads, rate))
         return loss
 
 
@@ -67,3 +73,10 @@ def set_lr(group: dict, lr: float) -> None:
         group["lr"].fill_(lr)
     else:
         group["lr"] = lr
+
+
+def plain_rates(optimizer: torch.optim.Optimizer) -> None:
+    """Rates as numbers again, for an eager run resumed from a checkpoint written while capturing (a tensor
+    rate would make ``torch.optim.SGD`` read it back at every step)."""
+    for group in optimizer.param_groups:
+        group["lr"] = float(group["lr"])

@@ -7,6 +7,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn as nn
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .errors import GradnasError
@@ -18,7 +19,7 @@ _NOT_KERNELS = {aten.empty, aten.empty_like, aten.empty_strided, aten.new_empty,
 # Ops whose result the host must wait for: a value read back (item(), bool(), float()), or a shape that depends
 # on the data (nonzero, masked_select, unique). Any of them inside a step stalls the GPU's queue and breaks
 # CUDA-graph capture.
-_HOST_SYNCS = {aten._local_scalar_dense, aten.is_nonzero, aten.equal, aten.allclose, aten.nonzero,
+HOST_SYNCS = {aten._local_scalar_dense, aten.is_nonzero, aten.equal, aten.allclose, aten.nonzero,
                aten.nonzero_static, aten.masked_select, aten.unique_consecutive, aten._unique2, aten.unique_dim,
                aten.bincount}
 
@@ -84,26 +85,70 @@ class HostSyncError(GradnasError):
 
 
 class HostSyncGuard(TorchDispatchMode):
-    """Raises :class:`HostSyncError` when the block dispatches an op that makes the host wait for the device
-    (``.item()``, ``nonzero``, a copy to the CPU, ...). On the CPU every tensor lives on the host, so the guard
-    catches on a CPU-only machine what would stall a GPU. ``host_tensors`` are meant to live on the host even on
-    a GPU run (a non-capturable optimiser's step counters) and may be read."""
+    """Raises :class:`HostSyncError` when the block makes the host wait for the device or moves data between
+    host and device: ``.item()``, ``nonzero``, ``repeat_interleave`` without ``output_size`` (operations), and
+    ``.tolist()``, ``.cpu()``, ``.numpy()``, ``.to("cpu")``, indexing with a Python list, ``torch.tensor(data)``
+    (calls, seen by a function mode: on the CPU they dispatch nothing a device would show). So the guard
+    catches on a CPU-only machine what would stall a GPU or be frozen into a CUDA graph. ``host_tensors`` are
+    meant to live on the host even on a GPU run (a non-capturable optimiser's step counters) and may be read."""
 
     def __init__(self, host_tensors: Iterable[torch.Tensor] = ()):
         super().__init__()
         self.allowed = {id(t) for t in host_tensors}
+        self.calls = _HostCalls()
+
+    def __enter__(self):
+        self.calls.__enter__()
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        try:
+            return super().__exit__(*exc)
+        finally:
+            self.calls.__exit__(*exc)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         packet = func.overloadpacket
         tensors = [a for a in args if isinstance(a, torch.Tensor)]
-        if packet in _HOST_SYNCS and not all(id(t) in self.allowed for t in tensors):
+        if packet in HOST_SYNCS and not all(id(t) in self.allowed for t in tensors):
             raise HostSyncError(f"host synchronisation inside a step: aten.{packet.__name__}")
+        if func is aten.repeat_interleave.Tensor and (kwargs or {}).get("output_size") is None:
+            raise HostSyncError("host synchronisation inside a step: aten.repeat_interleave without output_size "
+                                "(its length is read back)")
         if packet in (aten.index, aten.index_put, aten.index_put_) and any(
                 isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1] if i is not None):
             raise HostSyncError(f"host synchronisation inside a step: boolean-mask indexing (aten.{packet.__name__})")
         if packet in (aten._to_copy, aten.copy_) and _to_host(func, args, kwargs or {}):
             raise HostSyncError(f"host synchronisation inside a step: a copy to the CPU (aten.{packet.__name__})")
         return func(*args, **(kwargs or {}))
+
+
+class _HostCalls(TorchFunctionMode):
+    """The calls that move data between the host and the device whatever the tensors' device (see
+    :class:`HostSyncGuard`)."""
+
+    MOVES = {torch.Tensor.tolist, torch.Tensor.cpu, torch.Tensor.numpy, torch.tensor, torch.as_tensor}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", str(func))
+        if func in self.MOVES:
+            raise HostSyncError(f"a copy between host and device inside a step: {name}()")
+        if func is torch.Tensor.to and _moves(args[0], [*args[1:], kwargs.get("device")]):
+            raise HostSyncError("a copy between devices inside a step: .to(device)")
+        if func in (torch.Tensor.__getitem__, torch.Tensor.__setitem__) and _lists_in(args[1]):
+            raise HostSyncError("indexing with a Python list inside a step (a host-to-device copy of the index)")
+        return func(*args, **kwargs)
+
+
+def _moves(x: torch.Tensor, targets: list) -> bool:
+    """Whether ``.to(*targets)`` names another device than x's, or the host by name ("cpu"): written into a step,
+    that is a copy to the host on a GPU, while ``.to(x.device)`` (as ``clip_grad_norm_`` does) is a no-op."""
+    return any(t == "cpu" or isinstance(t, (str, torch.device)) and torch.device(t) != x.device for t in targets)
+
+
+def _lists_in(index: Any) -> bool:
+    return isinstance(index, list) or isinstance(index, tuple) and any(isinstance(i, list) for i in index)
 
 
 def _to_host(func, args, kwargs) -> bool:

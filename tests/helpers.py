@@ -1,5 +1,6 @@
-"""Helpers shared by the run tests: a run killed mid-way, a loss that turns NaN."""
+"""Helpers shared by the run tests: a run killed mid-way, a loss that turns NaN, capturable Adam on the CPU."""
 import contextlib
+import importlib
 
 import pytest
 
@@ -38,3 +39,10 @@ def nan_after(criterion, calls: int):
         return loss * float("nan") if count > calls else loss
 
     return poisoned
+
+
+def capturable_adam_on_cpu(monkeypatch) -> None:
+    """Adam with ``capturable=True`` on the CPU, as on a GPU: its step counters are tensors it never reads on
+    the host (PyTorch accepts the flag on accelerators only)."""
+    monkeypatch.setattr(importlib.import_module("torch.optim.adam"), "_get_capturable_supported_devices",
+                        lambda *a: ["cpu"])

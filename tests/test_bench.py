@@ -129,6 +129,23 @@ def test_iteration_bench_times_the_loops_own_iteration(monkeypatch, capsys):
     assert record["aten_ops"] > 1000  # an architecture and a weight step of a 3-cell supernet
 
 
+def test_gpu_check_smoke_mode_checks_replays_equality_and_the_failure_line(monkeypatch, capsys):
+    """bench/gpu_check.py --cpu: the GPU checks through the CPU stand-in; a missed replay or a departing run
+    fails its check."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import gpu_check
+    checks = ["beta-darts", "streamed", "training", "forced-failure"]
+    assert gpu_check.main(["--cpu", "--checks", *checks]) == 0
+    records = {r["check"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert list(records) == checks and all(r["ok"] for r in records.values())
+    assert records["streamed"]["captures"] == 1 and records["streamed"]["replays"] == 2 * 5 - 3
+    assert records["beta-darts"]["max_abs_diff"] == 0  # the CPU stand-in replays the very same operations
+    assert "rerun with --cuda-graph off" in records["forced-failure"]["error"]
+    monkeypatch.setattr(gpu_check.CapturedStep, "_fits", lambda self, inputs: False)  # every call eager, unseen
+    assert gpu_check.main(["--cpu", "--checks", "training"]) == 1
+    assert json.loads(capsys.readouterr().out)["replays"] == 1  # the call that captured
+
+
 def test_step_ops_times_every_operator_of_both_executors(monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(BENCH))
     import step_ops

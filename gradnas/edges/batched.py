@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from ..arch.base import CellWeights
+from ..capture import not_capturing
 from ..spaces.ops import ReLUFirst, _concat_groupwise
 from .groups import ChannelGroupEdge, fold_groups, unfold_groups
 from .mixed import MixedOp
@@ -104,6 +105,7 @@ class CellPlan:
     def __init__(self, edges: nn.ModuleList, layout: Sequence[tuple[int, int]], device: torch.device):
         if len(layout) != len(edges):
             raise ValueError(f"the cell has {len(edges)} edges, its layout {len(layout)}")
+        not_capturing("the batched executor's plan")
         self.parts = [edge_parts(e) for e in edges]
         _, self.partial, grouped = self.parts[0]
         # channels of a state that reach the ops (PC-DARTS "first": 1/K), and groups folded into the batch
@@ -377,6 +379,7 @@ class CellPlan:
                     m.probe(c.op, y[:, j * C:(j + 1) * C])
         key = (C, w.dtype, w.device)
         if key not in self.eyes:
+            not_capturing("the identity of a shared map")
             self.eyes[key] = torch.eye(C, dtype=w.dtype, device=w.device)
         product = (w.view(J, 1, P, 1) * self.eyes[key].view(1, C, 1, C)).reshape(J * C, P * C)  # w ⊗ I_C
         return _add_product(acc, y, product, P)

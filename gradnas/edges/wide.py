@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from ..capture import not_capturing
 from ..distributed import SyncBatchNorm2d, spans_ranks, synced_batch_norm
 from ..spaces.ops import FactorizedReduce, PoolBN, ReLUFirst
 from .partial import memory_format_of
@@ -238,6 +239,7 @@ class BatchCounter:
             return
         if self.counts is None or any(bn._buffers["num_batches_tracked"] is not v
                                       for bn, v in zip(self.bns, self.views)):
+            not_capturing("the batch counter's stacked num_batches_tracked")
             with torch.no_grad():
                 self.counts = torch.stack([bn.num_batches_tracked for bn in self.bns])
             self.views = list(self.counts.unbind(0))
@@ -274,6 +276,7 @@ class WideBatchNorm:
 
     def _alias(self) -> None:
         """Make the edges' running buffers views into one wide buffer (their values kept)."""
+        not_capturing("a wide BN's running buffers")
         with torch.no_grad():
             self.mean = torch.cat([bn.running_mean for bn in self.bns])
             self.var = torch.cat([bn.running_var for bn in self.bns])
@@ -345,6 +348,7 @@ class SharedNorm:
             norm.alias()
         held = self.norms[0].mean
         if self.stats is None or (self.stats[0].device, self.stats[0].dtype) != (held.device, held.dtype):
+            not_capturing("the shared norm's statistics")
             self.stats = (held.new_zeros(x.shape[1]), held.new_ones(x.shape[1]))
         mean, var = self.stats
         # momentum 1 makes the BN write the batch's mean and unbiased variance into (mean, var)

@@ -33,14 +33,23 @@ def decay_weight(epoch: int, epochs: int) -> float:
 @ARCHITECTURES.register("beta-decay")
 class BetaDecaySoftmax(SoftmaxAlpha):
     """DARTS's softmax α whose :meth:`regularizer` is λ times the Beta-Decay loss on the raw α of every cell type;
-    λ (``decay_weight``) is set per epoch by the ``beta-decay`` hook (0 until then)."""
+    λ (``decay_weight``) is set per epoch by the ``beta-decay`` hook (0 until then). λ lives in a device tensor,
+    filled in place, so one captured graph serves every epoch; at λ = 0 the term adds exact zeros."""
 
-    decay_weight = 0.0
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_buffer("lam", torch.zeros(()), persistent=False)  # the hook sets it at every epoch start
 
-    def regularizer(self) -> torch.Tensor | None:
-        if self.decay_weight == 0:
-            return None
-        return self.decay_weight * beta_decay_loss(list(self.alpha.values()))
+    @property
+    def decay_weight(self) -> float:
+        return self.lam.item()
+
+    @decay_weight.setter
+    def decay_weight(self, value: float) -> None:
+        self.lam.fill_(value)
+
+    def regularizer(self) -> torch.Tensor:
+        return self.lam * beta_decay_loss(list(self.alpha.values()))
 
 
 @HOOKS.register("beta-decay")

@@ -3,7 +3,7 @@
 ``NetworkCIFAR`` and ``NetworkImageNet`` share one body (a stack of :class:`EvalCell`, an optional
 auxiliary head, global pooling and a linear classifier) and differ only in their stems and aux heads.
 Both return ``(logits, aux_logits)``; ``aux_logits`` is ``None`` unless the head exists and the net trains.
-The trainer sets ``drop_path_prob`` on the network each epoch.
+The trainer sets ``drop_path_prob`` on the network each epoch (a 0-dim device tensor it fills, when drop path is on).
 """
 from __future__ import annotations
 
@@ -46,9 +46,9 @@ class EvalCell(nn.Module):
         self.concat = tuple(genotype.concat)
         self.multiplier = len(self.concat)
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float | torch.Tensor = 0.0) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
-        drop = self.training and drop_prob > 0
+        drop = self.training and (torch.is_tensor(drop_prob) or drop_prob > 0)  # a tensor is never read back
         for ops, sources in zip(self.nodes, self.sources):
             outs = [op(states[src]) for op, src in zip(ops, sources)]
             if drop:  # as in the DARTS code, only ops with weights or pooling are dropped, never identities

@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.nn as nn
 
+from ..capture import capturing
 from ..options import Option, declare
 from ..registry import Registry
 from .model import SearchModel
@@ -185,8 +186,7 @@ class Bilevel(NoArchUpdate):
         device = weights[0].device
         # The train forward's random draws, replayed by the HVP. A generator's state cannot be read while a CUDA
         # graph captures, and a captured supernet draws nothing (gradnas.search.loop.capture_unsafe).
-        capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
-        draws = None if capturing else rng_state(device)
+        draws = None if capturing() else rng_state(device)
 
         dw = self.grads(self.criterion(self.model(train[0]), train[1]), weights)
         with torch.no_grad():
@@ -233,6 +233,10 @@ class Bilevel(NoArchUpdate):
             index = {p: i for i, p in enumerate(self.model.arch_parameters())}
             saved = {**saved, "param_groups": [{**saved["param_groups"][0], "weight_decay": g["weight_decay"],
                                                 "params": [index[p] for p in g["params"]]} for g in groups]}
+        # This run's capturable, not the saved run's: Adam then puts the step counters where this run reads them
+        # (a captured run resumed eagerly, or the reverse, with --cuda-graph).
+        capturable = groups[0]["capturable"]
+        saved = {**saved, "param_groups": [{**g, "capturable": capturable} for g in saved["param_groups"]]}
         self.optimizer.load_state_dict(saved)
 
 

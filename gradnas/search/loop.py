@@ -29,10 +29,11 @@ from ..data import (Data, DeviceLoader, ImageDataset, StreamData, StreamLoader, 
 from ..distributed import average_, convert_sync_batchnorm, init_from_env
 from ..edges import EDGES
 from ..edges.batched import batched_fallback, use_batched_nodes
+from ..edges.mixed import MixedOp
 from ..errors import GradnasError, first_line
 from ..extras import require
 from ..genotypes import Genotype, genotype_text, save_genotype, with_concat
-from ..optim import CapturableSGD, set_lr
+from ..optim import CapturableSGD, plain_rates, set_lr
 from ..plots import EpochImages
 from ..profiling import saved_activation_bytes, state_bytes
 from ..runlog import RunLog, environment, log
@@ -190,14 +191,14 @@ class Searcher(RunOwner):
         self.weights = [p for p in self.model.weight_parameters()]
         self.capture = capture_mode(config.cuda_graph, self.device, capture_unsafe(config, self.dist.enabled,
                                                                                      self.model.amp_dtype))
-        sgd = partial(CapturableSGD, device=self.device) if self.capture is not None else torch.optim.SGD
+        sgd = partial(CapturableSGD, device=self.device) if self.capture else torch.optim.SGD
         self.optimizer = sgd(self.weights, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
                              weight_decay=config.weight_decay)
         self.update = ARCH_UPDATES[config.arch_update](
             self.model, criterion=self.criterion, order=config.order, lr=config.arch_lr,
             betas=config.arch_betas, weight_decay=config.arch_weight_decay, warmup_epochs=config.arch_warmup_epochs,
             grad_clip=config.arch_grad_clip,
-            capturable=self.capture is not None and self.device.type != "cpu")  # counters on the accelerator
+            capturable=self.capture)  # step counters on the device
         self.reduce = partial(average_, context=self.dist) if self.dist.enabled else None
         self.update.reduce = self.reduce or self.update.reduce
         self.scaler = None
@@ -211,6 +212,7 @@ class Searcher(RunOwner):
         self.context = SearchContext(config, self.model, self.out, self.device, self.memory_format, self.data,
                                      self.train_loader, self.val_loader, self.reduce)
         self.hooks = build_hooks(self.context)
+        self.captured = CapturedStep() if self.capture else None  # one graph for the run, captured anew on change
         self.start_epoch = 0
         self.history: list[dict[str, Any]] = []
         if state is not None:
@@ -261,9 +263,8 @@ class Searcher(RunOwner):
             hook.load_state_dict(hook_state)  # first: hooks may reshape the model (removed ops)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        if self.capture is None:  # a checkpoint written while capturing holds its rates as tensors
-            for group in self.optimizer.param_groups:
-                group["lr"] = float(group["lr"])
+        if not self.capture:  # a checkpoint written while capturing holds its rates as tensors
+            plain_rates(self.optimizer)
         self.scheduler.load_state_dict(state["scheduler"])
         self.update.load_state_dict(state["update"])
         self.train_loader.load_state_dict(state["train_loader"])
@@ -379,10 +380,9 @@ class Searcher(RunOwner):
         val_batches = _endless(self.val_loader) if arch_active else None
         totals = torch.zeros(5, device=self.device)  # train loss, train correct, val loss, val correct, images
         guard = FiniteGuard(self.device)
-        # A new graph each epoch: hooks change the supernet between epochs, and epoch-wise values are baked in.
         iteration = partial(self.iteration, arch_active)
-        if self.capture is not None:
-            iteration = CapturedStep(iteration, strict=self.capture)
+        if self.captured is not None:
+            iteration = self.captured.bind(iteration, self.graph_key(arch_active))
         for step, (x, y) in enumerate(self.train_loader):
             if step >= steps:
                 break
@@ -405,8 +405,6 @@ class Searcher(RunOwner):
                 bar.set_description(f"epoch {epoch + 1}/{c.epochs}")
                 bar.set_postfix(loss=f"{totals[0].item() / n:.3f}", acc=f"{100 * totals[1].item() / n:.1f}")
             bar.update(1)
-        if getattr(iteration, "failed", False):  # said once: the later epochs run eagerly
-            self.capture = None
         if self.reduce is not None:
             self.reduce([totals])  # averaged sums: the ratios below are over all ranks' images
         n = totals[4].item()
@@ -414,6 +412,11 @@ class Searcher(RunOwner):
         if arch_active:
             stats.update(val_loss=totals[2].item() / n, val_acc=100 * totals[3].item() / n)
         return stats
+
+    def graph_key(self, arch_active: bool) -> tuple:
+        """What a captured iteration bakes in besides tensor values: whether the architecture steps, and every
+        mixed op's active ops (IS-DARTS removes some; the batched executor then rebuilds its plan)."""
+        return arch_active, tuple((tuple(m.active), m.zero) for m in self.model.modules() if isinstance(m, MixedOp))
 
     def iteration(self, arch_active: bool, x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor | None = None,
                   yv: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:

@@ -29,9 +29,10 @@ def imagenet_stems(C_in: int, C: int) -> tuple[nn.Sequential, nn.Sequential]:
     return stem0, stem1
 
 
-def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
-    """Zero whole samples with probability ``drop_prob`` and rescale the rest (DARTS evaluation nets)."""
-    if drop_prob <= 0.0:
+def drop_path(x: torch.Tensor, drop_prob: float | torch.Tensor) -> torch.Tensor:
+    """Zero whole samples with probability ``drop_prob`` and rescale the rest (DARTS evaluation nets). A 0-dim
+    tensor ``drop_prob`` (the trainer's, which a captured step reads at every replay) draws its mask at 0 too."""
+    if not torch.is_tensor(drop_prob) and drop_prob <= 0.0:
         return x
     keep = 1.0 - drop_prob
     mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)

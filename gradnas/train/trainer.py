@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from ..distributed import convert_sync_batchnorm, init_from_env
 from ..errors import GradnasError, first_line
 from ..genotypes import Genotype, genotype_from_dict, genotype_to_dict, parse_genotype, save_genotype
 from ..models import count_parameters
+from ..optim import CapturableSGD, plain_rates, set_lr
 from ..models.saved import FILENAME, build_network, model_record
 from ..runlog import RunLog, environment, log
 from ..config import resumed_config
@@ -140,11 +142,16 @@ class Trainer(RunOwner):
         self.train_model = (nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index]
                                                                 if self.device.type == "cuda" else None)
                             if self.dist.enabled else self.model)
-        self.optimizer = torch.optim.SGD(self.params, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov,
-                                         weight_decay=c.weight_decay)
         unsafe = ("data-parallel runs (DDP's all-reduce is not captured)" if self.dist.enabled else
                   "float16 loss scaling (the scaler reads its overflow flag back)" if self.scaler.is_enabled() else None)
         self.capture = capture_mode(c.cuda_graph, self.device, unsafe)
+        # One graph for the whole run: the rate and the drop-path probability live in device tensors.
+        sgd = partial(CapturableSGD, device=self.device) if self.capture else torch.optim.SGD
+        self.optimizer = sgd(self.params, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov,
+                             weight_decay=c.weight_decay)
+        self.captured = CapturedStep(self.step) if self.capture else None
+        if hasattr(self.model, "drop_path_prob") and c.drop_path:  # DARTS nets; NB201's has none
+            self.model.drop_path_prob = torch.zeros((), device=self.device)
         stream = isinstance(d, StreamData)
         n_train = len(d.dataset) if stream else len(d.y_train)
         if n_train < c.batch_size * self.dist.world_size:
@@ -186,6 +193,8 @@ class Trainer(RunOwner):
     def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if not self.capture:  # a checkpoint written while capturing holds its rates as tensors
+            plain_rates(self.optimizer)
         self.scaler.load_state_dict(state["scaler"])
         self.train_loader.load_state_dict(state["train_loader"])
         set_rng_state(state["rng"])
@@ -215,10 +224,12 @@ class Trainer(RunOwner):
                 started = time.perf_counter()
                 lr = learning_rate(c, epoch)
                 for group in self.optimizer.param_groups:
-                    group["lr"] = lr
+                    set_lr(group, lr)
                 record: dict[str, Any] = {"epoch": epoch, "lr": lr}
                 if hasattr(self.model, "drop_path_prob"):  # DARTS nets; NB201's has none
-                    self.model.drop_path_prob = record["drop_path"] = drop_path_prob(c, epoch)
+                    record["drop_path"] = drop_path_prob(c, epoch)
+                    if torch.is_tensor(self.model.drop_path_prob):
+                        self.model.drop_path_prob.fill_(record["drop_path"])
                 record.update(self.train_epoch(epoch, steps, bar))
                 if (epoch + 1) % c.eval_every == 0 or epoch + 1 == c.epochs:
                     record.update(self.evaluate())
@@ -255,8 +266,7 @@ class Trainer(RunOwner):
         totals = torch.zeros(2, device=self.device)  # summed main-head loss, correct predictions
         n = 0
         guard = FiniteGuard(self.device)
-        # A new graph each epoch: the rate and the drop-path probability are set per epoch and baked into it.
-        step_fn = self.step if self.capture is None else CapturedStep(self.step, strict=self.capture)
+        step_fn = self.captured or self.step
         for step, (x, y) in enumerate(self.train_loader):
             if step >= steps:
                 break
@@ -270,8 +280,6 @@ class Trainer(RunOwner):
                 loss_sum, correct = totals.tolist()
                 bar.set_postfix(loss=f"{loss_sum / n:.3f}", acc=f"{100 * correct / n:.1f}")
             bar.update(1)
-        if getattr(step_fn, "failed", False):  # said once: the later epochs run eagerly
-            self.capture = None
         if self.dist.enabled:  # the epoch's figures over every rank's images
             totals = torch.cat([totals, totals.new_tensor([n])])
             torch.distributed.all_reduce(totals)
