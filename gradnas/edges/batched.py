@@ -140,9 +140,11 @@ class CellPlan:
         self.group_index_t = torch.tensor(self.group_index, device=device)
         self.group_padded = len(self.parts) in self.group_index  # a source lacks an edge to a pending node
         self.group_sizes = [len(src.edges) for src in self.sources]
-        wide_bns = [bn for src in self.sources for c in src.candidates + src.merged + src.shared for bn in c.bns]
-        wide_bns += [src.merged_bn for src in self.sources if src.merged_bn is not None]
-        self.counter = BatchCounter([bn for w in wide_bns for bn in w.bns])
+        self.wide_bns = [bn for src in self.sources for c in src.candidates + src.merged + src.shared for bn in c.bns]
+        self.wide_bns += [src.merged_bn for src in self.sources if src.merged_bn is not None]
+        self.shared_norms = [src.shared_norm for src in self.sources if src.shared_norm is not None]
+        self.counter = BatchCounter([bn for w in self.wide_bns for bn in w.bns])
+        self.filter_slots = [(key, params, self.slot_sizes[key]) for key, params in self.slots.items()]
         # DNAS's masks, in the order the per-edge path draws them: by edge, i.e. by target node, then source
         self.drops = sorted(((src.edges[p], c, k) for src in self.sources for c in src.candidates if c.dropped
                              for k, p in enumerate(c.positions)), key=lambda t: t[0])
@@ -231,6 +233,14 @@ class CellPlan:
         return Source(s, ids, partial, separate, merged, merged_bn, merged_weights, shared, shared_norm,
                       shared_weights, bypass)
 
+    def alias(self) -> None:
+        """Make sure the edges' BN buffers are views into the wide ones (before every forward)."""
+        for bn in self.wide_bns:
+            bn.alias()
+        for norm in self.shared_norms:
+            norm.alias()
+        self.counter.alias()
+
     # -- the forward ---------------------------------------------------------------------------------------
     def run(self, states: list[torch.Tensor], weights: CellWeights, training: bool) -> list[torch.Tensor]:
         x0 = states[0]
@@ -243,7 +253,7 @@ class CellPlan:
         scales = None
         if weights.edges is not None and self.scale_sizes:
             scales = weights.edges.index_select(0, self.scale_index_t).to(x0.dtype).split(self.scale_sizes)
-        filters = {key: torch.cat(params).split(self.slot_sizes[key]) for key, params in self.slots.items()}
+        filters = {key: torch.cat(params).split(sizes) for key, params, sizes in self.filter_slots}
         attention = self._attention(weights.groups, x0) if weights.groups is not None else None
         if training:
             self.counter.step()
@@ -376,9 +386,13 @@ class CellPlan:
                 if m.probe is not None:
                     m.probe(c.op, y[:, j * C:(j + 1) * C])
         key = (C, w.dtype, w.device)
-        if key not in self.eyes:
-            self.eyes[key] = torch.eye(C, dtype=w.dtype, device=w.device)
-        product = (w.view(J, 1, P, 1) * self.eyes[key].view(1, C, 1, C)).reshape(J * C, P * C)  # w ⊗ I_C
+        if torch.compiler.is_compiling():  # a constant of the graph
+            eye = torch.eye(C, dtype=w.dtype, device=w.device)
+        elif key not in self.eyes:
+            eye = self.eyes[key] = torch.eye(C, dtype=w.dtype, device=w.device)
+        else:
+            eye = self.eyes[key]
+        product = (w.view(J, 1, P, 1) * eye.view(1, C, 1, C)).reshape(J * C, P * C)  # w ⊗ I_C
         return _add_product(acc, y, product, P)
 
     def _node_shape(self, x0: torch.Tensor) -> tuple[int, int, int, int]:
@@ -506,6 +520,9 @@ def _pop(acc: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | 
         return None, None
     if acc.shape[1] == 1:
         return acc.squeeze(1), None
+    if torch.compiler.is_compiling():  # the compiler lays out the gradients itself
+        node, rest = acc.split([1, acc.shape[1] - 1], 1)
+        return node.squeeze(1), rest
     return _PopNode.apply(acc)
 
 
@@ -624,9 +641,7 @@ class BatchedNodes:
 
     def __call__(self, edges: nn.ModuleList, states: list[torch.Tensor], num_nodes: int,
                  weights: CellWeights) -> list[torch.Tensor]:
-        key = (states[0].device, tuple((tuple(m.active), m.zero) for m in (edge_parts(e)[0] for e in edges)))
-        if key != self.key:
-            self.plan, self.key = CellPlan(edges, self.layout, states[0].device), key
+        self.prepare(edges, states[0].device)
         if (self.plan.num_inputs, self.plan.num_nodes) != (len(states), num_nodes):
             raise ValueError(f"a cell of {num_nodes} nodes on {len(states)} inputs, but its layout has "
                              f"{self.plan.num_nodes} on {self.plan.num_inputs}")
@@ -642,9 +657,20 @@ def batched_fallback(config) -> str | None:
         return f"edge kind {config.edge!r}"
     if config.partial_k > 1 and config.partial_sampling == "random" and (config.groups > 1 or config.group_attention):
         return "random partial channels with channel groups"
-    if config.compile:
-        return "compile"
     return None
+
+    def prepare(self, edges: nn.ModuleList, device: torch.device) -> None:
+        """The plan for the edges' active ops, with the BN buffers aliased. Compiled, only its checks are traced (as
+        guards: a removal recompiles the cell once); ``compile_cells`` runs it before each compiled forward, so the
+        graph finds it done."""
+        key = (device, tuple((tuple(m.active), m.zero) for m in (edge_parts(e)[0] for e in edges)))
+        if key != self.key:
+            self._build(edges, device, key)
+        self.plan.alias()
+
+    @torch.compiler.disable  # Python-side bookkeeping: eager, once per change of the active ops
+    def _build(self, edges: nn.ModuleList, device: torch.device, key: tuple) -> None:
+        self.plan, self.key = CellPlan(edges, self.layout, device), key
 
 
 def use_batched_nodes(net: nn.Module, layout: Sequence[tuple[int, int]]) -> None:
