@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from gradnas.arch.base import CellWeights
 from gradnas.config import resolve_config
-from gradnas.edges import build_edge
+from gradnas.edges import EDGES, build_edge, mixed_edge
 from gradnas.edges.batched import BatchedNodes, CellPlan, _pop
 from gradnas.edges.wide import conv as wide_conv, pointwise, subsample
 from gradnas.profiling import DispatchCounter, HostSyncGuard, saved_activation_bytes
@@ -56,8 +56,13 @@ BATCHED = [("darts", "darts", {"channels": 4}), ("darts", "pc-darts", {}), ("dar
            # in place; with DNAS's skip dropout the draws interleave edge by edge as the per-edge path makes them
            ("darts", "pc-darts", {"partial_sampling": "random"}), ("nb201", "darts", {"partial_k": 2,
                                                                                        "partial_sampling": "random"}),
-           ("darts", "dnas", {"partial_sampling": "random"})]
-FALLBACK = [("darts", "darts-attention", {"partial_k": 2, "partial_sampling": "random"})]
+           ("darts", "dnas", {"partial_sampling": "random"}),
+           # random partial channels with channel groups: each edge's channels gathered group by group and folded
+           # into the batch (exact), with attention per folded sample or per channel group (split)
+           ("darts", "g-darts", {"partial_k": 2, "partial_sampling": "random"}),
+           ("darts", "darts-attention", {"partial_k": 2, "partial_sampling": "random"}),
+           ("nb201", "g-darts", {"partial_k": 2, "partial_sampling": "random", "attention_spread": 0.5}),
+           ("nb201", "darts", {"partial_k": 2, "partial_sampling": "random", "groups": 2})]
 TOL = dict(rtol=1e-10, atol=1e-12)
 
 
@@ -221,13 +226,27 @@ def test_buffers_stay_exact_after_moving_and_loading():
     assert_same_step(ref, batched, x, y)
 
 
-@pytest.mark.parametrize("space,method,overrides", FALLBACK)
-def test_unsupported_configurations_fall_back_to_per_edge(space, method, overrides, caplog):
-    config = resolve_config({"space": space, "method": method, **TINY[space], **overrides, "executor": "batched"})
-    with caplog.at_level(logging.WARNING, logger="gradnas"):
+class OtherEdge(nn.Module):
+    """An edge kind of a user's, unknown to the executor."""
+
+    def __init__(self, *args, **options):
+        super().__init__()
+        self.inner = mixed_edge(*args, **options)
+
+    def forward(self, x, weights, *scales):
+        return self.inner(x, weights, *scales)
+
+
+EDGES.register("batched_test_other")(OtherEdge)
+
+
+def test_an_unknown_edge_kind_runs_per_edge_with_one_line(caplog):
+    config = resolve_config({"space": "nb201", **TINY["nb201"], "edge": "batched_test_other", "executor": "batched"})
+    with caplog.at_level(logging.INFO, logger="gradnas"):
         model = build_search_model(config, 10)
     assert all(c.node_sum is None for c in model.net.cells)
-    assert "runs edge by edge" in caplog.text
+    assert [r.getMessage() for r in caplog.records] == [
+        "executor batched does not handle edge kind 'batched_test_other': the supernet runs edge by edge"]
 
 
 def test_a_wrong_batched_result_is_caught():
