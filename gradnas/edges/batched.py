@@ -16,7 +16,8 @@ each edge's mask in the per-edge path's order, and PC-DARTS's partial channels (
 and the bypass of a source; the processed part and the bypass are accumulated apart and shuffled together
 once per node, which the shuffle's linearity allows ("all", G-PC-DARTS-A's, shuffles the node alone).
 Random partial channels give every edge its own C/K channels: all candidates then run wide on the edges' gathered
-channels and are written back to those channels of their nodes, the bypass to the others.
+channels (gathered group by group and folded into the batch under G-DARTS-A's exact groups), are summed per edge
+and written back to those channels of their nodes, the bypass to the others.
 G-DARTS-A's channel groups fold a source's input into the batch once for all of its edges ("exact"), and
 group attention scales an edge's whole output, ``a_e ⊙ Σ_o w_o·y_o``: the source's candidates are summed
 per target, then scaled by their edges' attention in one multiply-add into the pending nodes.
