@@ -5,8 +5,8 @@ This counts the ATen compute operations one iteration dispatches (``gradnas.prof
 and bare allocations excluded), with the model, optimisers and steps built exactly as ``bench/search_step.py``
 builds them (SGD and Adam with ``foreach=True``, as both the search and the original code can run). The count
 does not depend on the batch size or the device, so the CPU measures what a GPU would launch. Each row is
-counted with both supernet executors by default (``--executor``), the per-edge reference and the batched one
-(all edges leaving a node at once), and ``×per-edge`` is their ratio.
+counted with both supernet executors by default (``--executor``), the per-edge reference and the search's
+default, batched (all edges leaving a node at once), and ``×per-edge`` is their ratio.
 
     python bench/dispatch_count.py                   # every preset, foundation setting (C=16, 8 / 5 cells)
     python bench/dispatch_count.py --rows darts-b64 pc-darts-k4-b64 --order 2 --json
@@ -24,12 +24,6 @@ from gradnas.config import resolve_config
 from gradnas.profiling import DispatchCounter
 from gradnas.search.bilevel import ARCH_UPDATES
 from search_step import BASELINE, ROWS, Row, prepare
-
-# Every method preset, each in the space its paper searches, beside the benchmark's configuration rows.
-PRESET_ROWS = [Row(f"{method}-{space}", space, method, {"batch_size": 64})
-               for method, space in (("is-darts", "nb201"), ("i-darts", "nb201"), ("s-darts", "nb201"),
-                                     ("is-darts", "darts"), ("pc-darts-imagenet", "darts"))]
-ALL_ROWS = ROWS + PRESET_ROWS
 
 
 def count(row: Row, order: int, quick: bool, executor: str = "per-edge", batch: int | None = None) -> dict:
@@ -57,7 +51,7 @@ def count(row: Row, order: int, quick: bool, executor: str = "per-edge", batch: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    names = [r.name for r in ALL_ROWS]
+    names = [r.name for r in ROWS]
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rows", nargs="+", choices=names, default=names, metavar="ROW",
                    help=f"rows to count (the baseline {BASELINE} is always added): {', '.join(names)}")
@@ -71,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
                         "small one counts in a fraction of the time")
     p.add_argument("--json", action="store_true", help="one JSON object per row instead of a table")
     args = p.parse_args(argv)
-    rows = [r for r in ALL_ROWS if r.name == BASELINE or r.name in args.rows]
+    rows = [r for r in ROWS if r.name == BASELINE or r.name in args.rows]
     executors = ("per-edge", "batched") if args.executor == "both" else (args.executor,)
     records = [count(r, args.order, args.quick, executor, args.batch) for r in rows for executor in executors]
     base = {r["executor"]: r["iteration_ops"] for r in records if r["row"] == BASELINE}

@@ -8,8 +8,9 @@ once, parameters excluded). Timed steps run round-robin over all rows, so a burs
 machine hits every row alike; the medians are reported, with the fastest and slowest step beside them,
 and the process CPU time per step (with ``--threads 1`` far steadier than wall time when other jobs share
 the cores; ``×img/cpu-s`` is the images-per-second ratio by that clock). Each row runs with both supernet
-executors by default (``--executor``): the per-edge reference and the batched one (all edges leaving a node
-at once), side by side in the same round-robin; ``×per-edge`` is the batched row's CPU-time speed-up.
+executors by default (``--executor``): the search's default, batched (all edges leaving a node at once), and
+the per-edge reference, side by side in the same round-robin; ``×per-edge`` is the batched row's CPU-time
+speed-up. The rows hold every method preset (tests/test_bench.py checks it).
 
     python bench/search_step.py                      # every row, 3 timed steps each (CPU: a few minutes)
     python bench/search_step.py --rows darts-b64 pc-darts-k4-b64 --steps 10 --json
@@ -71,6 +72,13 @@ ROWS: list[Row] = [
     Row("g-darts-a-b64", "darts", "g-darts-a", {"batch_size": 64}),
     Row("g-pc-darts-a-b64", "darts", "g-pc-darts-a", {"batch_size": 64}),
     Row("g-darts-b64", "darts", "g-darts", {"batch_size": 64}),
+    # the other presets, each in the space its paper searches; IS-DARTS and I-DARTS train single-level
+    Row("is-darts-nb201", "nb201", "is-darts", {"batch_size": 64}, ("weight",)),
+    Row("i-darts-nb201", "nb201", "i-darts", {"batch_size": 64}, ("weight",)),
+    Row("s-darts-nb201", "nb201", "s-darts", {"batch_size": 64}),
+    Row("is-darts-darts", "darts", "is-darts", {"batch_size": 64}, ("weight",)),
+    Row("pc-darts-imagenet-darts", "darts", "pc-darts-imagenet", {"batch_size": 64}),
+    Row("beta-darts-nb201", "nb201", "beta-darts", {"batch_size": 64}),
 ]
 BASELINE = "darts-b64"
 # The foundation setting (C=16; 8 DARTS cells or 5 NB201 cells per stage) and a tiny one for smoke runs.
@@ -100,7 +108,8 @@ def prepare(row: Row, device: torch.device, quick: bool, options: dict[str, Any]
     config = resolve_config({"space": row.space, "method": row.method, **base, **row.overrides, **options,
                              "device": str(device), "progress": False})
     batch = max(2, config.batch_size // QUICK_BATCH_DIVISOR) if quick else config.batch_size
-    size = QUICK_IMAGE_SIZE if quick else IMAGE_SIZE
+    # the ImageNet search stems divide the side by 8 before the first cell: the quick size would leave nothing
+    size = IMAGE_SIZE if config.imagenet_stem or not quick else QUICK_IMAGE_SIZE
     seed_everything(config.seed)
     model = build_search_model(config, NUM_CLASSES)
     memory_format = place_model(model, config, device)  # as the Searcher does

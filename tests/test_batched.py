@@ -12,7 +12,9 @@ import torch.nn as nn
 
 from gradnas.arch.base import CellWeights
 from gradnas.config import resolve_config
-from gradnas.edges import build_edge
+from gradnas.edges import EDGES, build_edge, mixed_edge
+from gradnas.errors import GradnasError
+from gradnas.methods import PRESETS
 from gradnas.edges.batched import BatchedNodes, CellPlan, _pop
 from gradnas.edges.wide import conv as wide_conv, pointwise, subsample
 from gradnas.profiling import DispatchCounter, HostSyncGuard, saved_activation_bytes
@@ -38,16 +40,21 @@ register_space(replace(NB201, name="nb201-four-batched", supernet=partial(NB201S
 
 TINY = {"darts": {"channels": 8, "layers": 3}, "nb201": {"channels": 8, "layers": 1},
         "nb201-four-batched": {"channels": 4, "layers": 1}}
-# One preset per mechanism the executor handles: the DARTS space (pools with BN, FactorizedReduce, merged BNs;
-# at C=4, the smallest width it builds), partial channels with edge normalisation, DNAS (per-cell weights, skip
-# dropout, no "none"), NB201 ops with and without running statistics (S-DARTS: IS-DARTS's supernet, learned α).
-# IS-DARTS itself (masks, pools without BN) is checked after removals and by the Fisher probe, in both spaces.
-# The presets left out (I-DARTS, β-DARTS, PC-DARTS global and ImageNet) change nothing the executor sees. Grouped convs (conv_groups, as
+# Every preset in every built-in space it searches (test_every_preset_is_compared checks the list), and one case
+# per mechanism the executor handles: the DARTS space (pools with BN, FactorizedReduce, merged BNs; at C=4, the
+# smallest width it builds), partial channels with edge normalisation, DNAS (per-cell weights, skip dropout, no
+# "none"), NB201 ops with and without running statistics (S-DARTS: IS-DARTS's supernet, learned α), IS-DARTS's
+# masks and pools without BN (also after removals and by the Fisher probe, below). Grouped convs (conv_groups, as
 # G-DARTS-A has them; their wide form has E·g groups on the input repeated E times): NB201 here, the DARTS
 # space in the second-order test.
 BATCHED = [("darts", "darts", {"channels": 4}), ("darts", "pc-darts", {}), ("darts", "dnas", {}),
            ("nb201", "darts", {}), ("nb201", "s-darts", {}),
            ("nb201", "darts", {"conv_groups": 2}),
+           ("darts", "beta-darts", {"channels": 4}), ("nb201", "beta-darts", {}), ("darts", "pc-darts-global", {}),
+           ("darts", "pc-darts-imagenet", {}), ("nb201", "pc-darts", {}), ("nb201", "pc-darts-imagenet", {}),
+           ("darts", "is-darts", {"channels": 4}), ("nb201", "is-darts", {}), ("darts", "i-darts", {"channels": 4}),
+           ("nb201", "i-darts", {}), ("darts", "s-darts", {"channels": 4}),
+           ("nb201", "darts-attention", {}), ("nb201", "g-darts-a", {}), ("nb201", "g-pc-darts-a", {}),
            # G-DARTS-A: attention per channel group of the full-width output (split), with grouped convs, and
            # groups folded into the batch (exact), also under partial channels "all" with edge normalisation
            ("darts", "darts-attention", {}), ("darts", "g-darts-a", {}), ("darts", "g-darts", {}),
@@ -56,15 +63,20 @@ BATCHED = [("darts", "darts", {"channels": 4}), ("darts", "pc-darts", {}), ("dar
            # in place; with DNAS's skip dropout the draws interleave edge by edge as the per-edge path makes them
            ("darts", "pc-darts", {"partial_sampling": "random"}), ("nb201", "darts", {"partial_k": 2,
                                                                                        "partial_sampling": "random"}),
-           ("darts", "dnas", {"partial_sampling": "random"})]
-FALLBACK = [("darts", "darts-attention", {"partial_k": 2, "partial_sampling": "random"})]
+           ("darts", "dnas", {"partial_sampling": "random"}),
+           # random partial channels with channel groups: each edge's channels gathered group by group and folded
+           # into the batch (exact), with attention per folded sample or per channel group (split)
+           ("darts", "g-darts", {"partial_k": 2, "partial_sampling": "random"}),
+           ("darts", "darts-attention", {"partial_k": 2, "partial_sampling": "random"}),
+           ("nb201", "g-darts", {"partial_k": 2, "partial_sampling": "random", "attention_spread": 0.5}),
+           ("nb201", "darts", {"partial_k": 2, "partial_sampling": "random", "groups": 2})]
 TOL = dict(rtol=1e-10, atol=1e-12)
 
 
 def pair(space: str, method: str, **overrides):
     """The per-edge model and its batched twin: same parameters, buffers and architecture, float64."""
     options = {"space": space, "method": method, **TINY[space], **overrides}
-    config = resolve_config(options)
+    config = resolve_config({**options, "executor": "per-edge"})
     torch.manual_seed(0)
     ref = build_search_model(config, 10).double()
     config_b = resolve_config({**options, "executor": "batched"})
@@ -221,13 +233,41 @@ def test_buffers_stay_exact_after_moving_and_loading():
     assert_same_step(ref, batched, x, y)
 
 
-@pytest.mark.parametrize("space,method,overrides", FALLBACK)
-def test_unsupported_configurations_fall_back_to_per_edge(space, method, overrides, caplog):
-    config = resolve_config({"space": space, "method": method, **TINY[space], **overrides, "executor": "batched"})
-    with caplog.at_level(logging.WARNING, logger="gradnas"):
+def test_every_preset_is_compared():
+    """BATCHED holds every registered preset in every built-in space whose search it configures."""
+    searched = set()
+    for space in ("darts", "nb201"):
+        for method in PRESETS.names():
+            try:
+                resolve_config({"space": space, "method": method})
+            except GradnasError:  # DNAS and its baseline search the DARTS space only
+                continue
+            searched.add((space, method))
+    assert searched - {(space, method) for space, method, _ in BATCHED} == set()
+
+
+class OtherEdge(nn.Module):
+    """An edge kind of a user's, unknown to the executor."""
+
+    def __init__(self, *args, **options):
+        super().__init__()
+        self.inner = mixed_edge(*args, **options)
+
+    def forward(self, x, weights, *scales):
+        return self.inner(x, weights, *scales)
+
+
+EDGES.register("batched_test_other")(OtherEdge)
+
+
+def test_an_unknown_edge_kind_runs_per_edge_with_one_line(caplog):
+    config = resolve_config({"space": "nb201", **TINY["nb201"], "edge": "batched_test_other"})
+    assert config.executor == "batched"  # the default
+    with caplog.at_level(logging.INFO, logger="gradnas"):
         model = build_search_model(config, 10)
     assert all(c.node_sum is None for c in model.net.cells)
-    assert "runs edge by edge" in caplog.text
+    assert [r.getMessage() for r in caplog.records] == [
+        "executor batched does not handle edge kind 'batched_test_other': the supernet runs edge by edge"]
 
 
 def test_a_wrong_batched_result_is_caught():

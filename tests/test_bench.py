@@ -45,6 +45,18 @@ def test_rows_are_data_and_names_are_unique(search_step):
     assert all(set(r.steps) <= set(search_step.STEPS) for r in search_step.ROWS)
 
 
+def test_rows_hold_every_method_preset(search_step):
+    """Both bench/search_step.py and bench/dispatch_count.py (its rows) set the default executor against per-edge
+    for every preset; a single-level preset has no architecture step to time."""
+    from gradnas.config import resolve_config
+    from gradnas.methods import PRESETS
+    from gradnas.search.bilevel import ARCH_UPDATES
+    assert {r.method for r in search_step.ROWS} == set(PRESETS.names())
+    for r in search_step.ROWS:
+        bilevel = ARCH_UPDATES[resolve_config({"space": r.space, "method": r.method}).arch_update].uses_validation
+        assert bilevel == any(step.startswith("arch-") for step in r.steps), r.name
+
+
 @pytest.fixture
 def nb201_compare(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCH))

@@ -74,7 +74,7 @@ def test_weight_counts(method, expected):
 
 @pytest.mark.parametrize("mode", ["exact", "split"])
 def test_one_group_with_attention_frozen_at_one_equals_darts(mode):
-    base = {"space": "darts", "channels": 8, "layers": 3}
+    base = {"space": "darts", "channels": 8, "layers": 3, "executor": "per-edge"}  # the group wrapper, bit for bit
     darts = build_search_model(resolve_config(base), 10)
     grouped = build_search_model(resolve_config({**base, "groups": 1, "group_mode": mode, "group_attention": True}), 10)
     source = darts.state_dict()

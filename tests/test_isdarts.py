@@ -334,7 +334,8 @@ def test_shrinking_averages_f_over_cells_and_removes_the_largest_mean(tmp_path, 
     """The authors' get_iim averages each cell's mean F over the cells and removes the largest; the mean of
     1/F over cells ranks differently when cells differ in scale (here: skip has F 1, 1000, 1 in the three
     cells, mean 334, mean IIM 0.67; nor_conv_1x1 has 2, 10, 2, mean 4.7, mean IIM 0.37)."""
-    searcher = Searcher(tiny_config(tmp_path, "nb201"))  # one cell per stage: widths 4, 8, 16
+    # one cell per stage: widths 4, 8, 16; per edge, since the fake below reads the probes' call order, that path's
+    searcher = Searcher(tiny_config(tmp_path, "nb201", executor="per-edge"))
     hook = searcher.hooks[0]
     hook.alive["normal"][:, 0] = False  # none went at step 1; step 2 removes one op of the four left per edge
     hook._apply()

@@ -65,7 +65,7 @@ declare(
     Option("group_mode", str, 'exact',
            'G-DARTS-A: exact (all groups through one shared op built for C/M channels) or split (a full-width op whose output is split into groups for attention)'),
     Option("conv_groups", int, 1, 'G-DARTS-A: groups g of every conv inside the candidate ops'),
-    Option("executor", str, "per-edge",
-           "per-edge (reference) or batched: all edges leaving a node computed together, same results "
-           "(compile, and random partial channels with channel groups, fall back to per-edge)"),
+    Option("executor", str, "batched",
+           "how a cell computes its nodes: {choices} (batched: all edges leaving a node together; per-edge: edge "
+           "by edge, the reference); same results", choices=lambda: ["batched", "per-edge"]),
 )

@@ -16,7 +16,8 @@ each edge's mask in the per-edge path's order, and PC-DARTS's partial channels (
 and the bypass of a source; the processed part and the bypass are accumulated apart and shuffled together
 once per node, which the shuffle's linearity allows ("all", G-PC-DARTS-A's, shuffles the node alone).
 Random partial channels give every edge its own C/K channels: all candidates then run wide on the edges' gathered
-channels and are written back to those channels of their nodes, the bypass to the others.
+channels (gathered group by group and folded into the batch under G-DARTS-A's exact groups), are summed per edge
+and written back to those channels of their nodes, the bypass to the others.
 G-DARTS-A's channel groups fold a source's input into the batch once for all of its edges ("exact"), and
 group attention scales an edge's whole output, ``a_e ⊙ Σ_o w_o·y_o``: the source's candidates are summed
 per target, then scaled by their edges' attention in one multiply-add into the pending nodes.
@@ -47,12 +48,12 @@ def edge_parts(edge: nn.Module) -> tuple[MixedOp, PartialChannelEdge | None, Cha
     partial = grouped = None
     if isinstance(edge, PartialChannelEdge):
         partial, edge = edge, edge.inner
-    if isinstance(edge, ChannelGroupEdge) and not (partial is not None and partial.sampling == "random"):
+    if isinstance(edge, ChannelGroupEdge):
         grouped, edge = edge, edge.inner
     if isinstance(edge, MixedOp):
         return edge, partial, grouped
-    raise ValueError("the batched executor handles mixed edges, with partial channels and with channel groups "
-                     f"(not both with random partial channels), not {type(edge).__name__}")
+    raise ValueError("the batched executor handles mixed edges, with partial channels and with channel groups, "
+                     f"not {type(edge).__name__}")
 
 
 @dataclass
@@ -142,9 +143,11 @@ class CellPlan:
         self.group_index_t = torch.tensor(self.group_index, device=device)
         self.group_padded = len(self.parts) in self.group_index  # a source lacks an edge to a pending node
         self.group_sizes = [len(src.edges) for src in self.sources]
-        wide_bns = [bn for src in self.sources for c in src.candidates + src.merged + src.shared for bn in c.bns]
-        wide_bns += [src.merged_bn for src in self.sources if src.merged_bn is not None]
-        self.counter = BatchCounter([bn for w in wide_bns for bn in w.bns])
+        self.wide_bns = [bn for src in self.sources for c in src.candidates + src.merged + src.shared for bn in c.bns]
+        self.wide_bns += [src.merged_bn for src in self.sources if src.merged_bn is not None]
+        self.shared_norms = [src.shared_norm for src in self.sources if src.shared_norm is not None]
+        self.counter = BatchCounter([bn for w in self.wide_bns for bn in w.bns])
+        self.filter_slots = [(key, params, self.slot_sizes[key]) for key, params in self.slots.items()]
         # DNAS's masks, in the order the per-edge path draws them: by edge, i.e. by target node, then source
         self.drops = sorted(((src.edges[p], c, k) for src in self.sources for c in src.candidates if c.dropped
                              for k, p in enumerate(c.positions)), key=lambda t: t[0])
@@ -233,6 +236,14 @@ class CellPlan:
         return Source(s, ids, partial, separate, merged, merged_bn, merged_weights, shared, shared_norm,
                       shared_weights, bypass)
 
+    def alias(self) -> None:
+        """Make sure the edges' BN buffers are views into the wide ones (before every forward)."""
+        for bn in self.wide_bns:
+            bn.alias()
+        for norm in self.shared_norms:
+            norm.alias()
+        self.counter.alias()
+
     # -- the forward ---------------------------------------------------------------------------------------
     def run(self, states: list[torch.Tensor], weights: CellWeights, training: bool) -> list[torch.Tensor]:
         x0 = states[0]
@@ -245,7 +256,7 @@ class CellPlan:
         scales = None
         if weights.edges is not None and self.scale_sizes:
             scales = weights.edges.index_select(0, self.scale_index_t).to(x0.dtype).split(self.scale_sizes)
-        filters = {key: torch.cat(params).split(self.slot_sizes[key]) for key, params in self.slots.items()}
+        filters = {key: torch.cat(params).split(sizes) for key, params, sizes in self.filter_slots}
         attention = self._attention(weights.groups, x0) if weights.groups is not None else None
         if training:
             self.counter.step()
@@ -253,9 +264,11 @@ class CellPlan:
         acc = rest = None
         for src in self.sources:
             x, targets = states[src.state], len(src.edges)
-            if self.random:  # the ops' terms scattered to each edge's channels, the bypass to the others
-                inputs = _SourceInputs(x, [None if e is None else channels[e] for e in src.edges], fmt)
-                acc = self._add_candidates(src, inputs, filters, op_weights, noise, acc, training)
+            if self.random:  # the ops' terms summed on each edge's own channels, written to them; the bypass elsewhere
+                inputs = _SourceInputs(x, [None if e is None else channels[e] for e in src.edges], fmt, self.fold)
+                terms = self._add_candidates(src, inputs, filters, op_weights, noise, None, training)
+                if terms is not None:
+                    acc = inputs.scatter(acc, terms if attention is None else terms * attention[src.state])
                 acc = self._add_bypass(src, inputs, scales, acc)
             else:
                 if self.slice_k > 1:
@@ -277,9 +290,11 @@ class CellPlan:
             if src.state + 1 >= self.num_inputs:  # the next state has all its inputs now
                 if acc is None:  # only zero maps reached the pending nodes so far
                     N, C, H, W = self._node_shape(x0)
-                    acc = x0.new_zeros((N, targets, C * self.slice_k if self.random else C, H, W))
+                    if self.random:  # full nodes, groups unfolded
+                        N, C = N // self.fold, C * self.fold * self.slice_k
+                    acc = x0.new_zeros((N, targets, C, H, W))
                 (node, acc), (part, rest) = _pop(acc), _pop(rest)
-                node = unfold_groups(node, self.fold) if self.fold > 1 else node
+                node = unfold_groups(node, self.fold) if self.fold > 1 and not self.random else node
                 if self.partial is None or self.random:  # random channels are processed in place: no shuffle
                     states.append(node.contiguous(memory_format=fmt))
                 else:
@@ -302,10 +317,7 @@ class CellPlan:
                     m.probe(c.op, y if shared else y5[:, k])
             if c.dropped and training:
                 y5 = y5 * noise[id(c)]
-            if inputs.picks is None:
-                acc = _accumulate(acc, y5, op_weights[c.weights], c.index, len(src.edges))
-            else:
-                acc = inputs.scatter(acc, y5 * op_weights[c.weights].view(1, -1, 1, 1, 1), c.positions)
+            acc = _accumulate(acc, y5, op_weights[c.weights], c.index, len(src.edges))
         return acc
 
     def _attention(self, groups: torch.Tensor, x0: torch.Tensor) -> list[torch.Tensor]:
@@ -338,8 +350,6 @@ class CellPlan:
         else:  # the weights folded into the BN's affine transform: no pass over the wide output of their own
             y = src.merged_bn(x, training, scale)
         term = _sum_candidates(y, K, P)
-        if inputs.picks is not None:
-            return inputs.scatter(acc, term, range(P))
         return term if acc is None else acc + term
 
     def _shared(self, src: Source, inputs: "_SourceInputs", weights: torch.Tensor, acc: torch.Tensor | None,
@@ -378,10 +388,14 @@ class CellPlan:
                 if m.probe is not None:
                     m.probe(c.op, y[:, j * C:(j + 1) * C])
         key = (C, w.dtype, w.device)
-        if key not in self.eyes:
+        if torch.compiler.is_compiling():  # a constant of the graph
+            eye = torch.eye(C, dtype=w.dtype, device=w.device)
+        elif key not in self.eyes:
             not_capturing("the identity of a shared map")
-            self.eyes[key] = torch.eye(C, dtype=w.dtype, device=w.device)
-        product = (w.view(J, 1, P, 1) * self.eyes[key].view(1, C, 1, C)).reshape(J * C, P * C)  # w ⊗ I_C
+            eye = self.eyes[key] = torch.eye(C, dtype=w.dtype, device=w.device)
+        else:
+            eye = self.eyes[key]
+        product = (w.view(J, 1, P, 1) * eye.view(1, C, 1, C)).reshape(J * C, P * C)  # w ⊗ I_C
         return _add_product(acc, y, product, P)
 
     def _node_shape(self, x0: torch.Tensor) -> tuple[int, int, int, int]:
@@ -451,7 +465,7 @@ class CellPlan:
         p = drops[0][1].mixed[0].skip_dropout if drops else 0.0
         for e in range(len(self.parts)):
             if self.random:
-                channels[e] = torch.randperm(x0.shape[1], device=x0.device)[:width]
+                channels[e] = torch.randperm(x0.shape[1], device=x0.device)[:x0.shape[1] // self.slice_k]
             for c, k in self.drops_by_edge.get(e, ()) if training else ():
                 masks[id(c)][:, k].bernoulli_(1 - p)
         for mask in masks.values():
@@ -509,6 +523,9 @@ def _pop(acc: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | 
         return None, None
     if acc.shape[1] == 1:
         return acc.squeeze(1), None
+    if torch.compiler.is_compiling():  # the compiler lays out the gradients itself
+        node, rest = acc.split([1, acc.shape[1] - 1], 1)
+        return node.squeeze(1), rest
     return _PopNode.apply(acc)
 
 
@@ -562,11 +579,12 @@ def _accumulate(acc: torch.Tensor | None, y5: torch.Tensor, w: torch.Tensor | No
 class _SourceInputs:
     """A source's input and what its candidates share of it: one ReLU, and the wide input of E edges: the
     (ReLU'd) input repeated E times or, under random partial channels (``picks``: each pending node's edge's
-    C/K channels), each edge's own channels side by side."""
+    C/K channels), each edge's own channels side by side, their M channel groups folded into the batch when
+    ``groups`` M > 1."""
 
     def __init__(self, x: torch.Tensor, picks: list[torch.Tensor | None] | None = None,
-                 fmt: torch.memory_format = torch.contiguous_format):
-        self.x, self.picks, self.fmt = x, picks, fmt
+                 fmt: torch.memory_format = torch.contiguous_format, groups: int = 1):
+        self.x, self.picks, self.fmt, self.groups = x, picks, fmt, groups
         self._relu: torch.Tensor | None = None
         self._wide: dict[tuple, torch.Tensor] = {}
         self._flat: dict[tuple, torch.Tensor] = {}
@@ -583,14 +601,23 @@ class _SourceInputs:
             x = self.relu() if relu else self.x
             if self.picks is None:
                 self._wide[key] = x if len(positions) == 1 else repeat_channels(x, len(positions))
-            else:  # as PartialChannelEdge takes them: index_select, then one dense copy in the layout
+            elif self.groups == 1:  # as PartialChannelEdge takes them: index_select, then one dense copy in the layout
                 index = torch.cat([self.picks[p] for p in positions]) if len(positions) > 1 else self.picks[positions[0]]
                 self._wide[key] = x.index_select(1, index).contiguous(memory_format=self.fmt)
+            else:  # taken group by group, (group, edge, channel), so that folding the groups is a view in NCHW
+                index = torch.stack([self.picks[p] for p in positions]).view(len(positions), self.groups, -1)
+                picked = x.index_select(1, index.transpose(0, 1).flatten()).contiguous(memory_format=self.fmt)
+                self._wide[key] = fold_groups(picked, self.groups)
         return self._wide[key]
 
-    def scatter(self, acc: torch.Tensor | None, term: torch.Tensor, positions: Sequence[int]) -> torch.Tensor:
-        """acc (N, P, C, H, W) plus ``term`` (N, E, C/K, H, W), the edges' terms at ``positions``, each added to its
-        own channels of its pending node."""
+    def scatter(self, acc: torch.Tensor | None, term: torch.Tensor) -> torch.Tensor:
+        """acc (N, P, C, H, W) plus ``term`` (N, P, C/K, H, W; folded: (N·M, P, C/(K·M), H, W)), the terms of the
+        edges into the P pending nodes, each added to its own channels of its node."""
+        if self.groups > 1:  # unfolded: channel m·C/(K·M) + q of an edge's picks is channel q of group m
+            term = term.unflatten(0, (-1, self.groups)).transpose(1, 2).flatten(2, 3)
+        positions = [p for p, picks in enumerate(self.picks) if picks is not None]
+        if len(positions) < term.shape[1]:  # no edge to some pending nodes: their rows stay zero
+            term = term[:, positions]
         N, _, _, H, W = term.shape
         P, C = len(self.picks), self.x.shape[1]
         if acc is None:
@@ -627,13 +654,24 @@ class BatchedNodes:
 
     def __call__(self, edges: nn.ModuleList, states: list[torch.Tensor], num_nodes: int,
                  weights: CellWeights) -> list[torch.Tensor]:
-        key = (states[0].device, tuple((tuple(m.active), m.zero) for m in (edge_parts(e)[0] for e in edges)))
-        if key != self.key:
-            self.plan, self.key = CellPlan(edges, self.layout, states[0].device), key
+        self.prepare(edges, states[0].device)
         if (self.plan.num_inputs, self.plan.num_nodes) != (len(states), num_nodes):
             raise ValueError(f"a cell of {num_nodes} nodes on {len(states)} inputs, but its layout has "
                              f"{self.plan.num_nodes} on {self.plan.num_inputs}")
         return self.plan.run(states, weights, edges.training)
+
+    def prepare(self, edges: nn.ModuleList, device: torch.device) -> None:
+        """The plan for the edges' active ops, with the BN buffers aliased. Compiled, only its checks are traced (as
+        guards: a removal recompiles the cell once); ``compile_cells`` runs it before each compiled forward, so the
+        graph finds it done."""
+        key = (device, tuple((tuple(m.active), m.zero) for m in (edge_parts(e)[0] for e in edges)))
+        if key != self.key:
+            self._build(edges, device, key)
+        self.plan.alias()
+
+    @torch.compiler.disable  # Python-side bookkeeping: eager, once per change of the active ops
+    def _build(self, edges: nn.ModuleList, device: torch.device, key: tuple) -> None:
+        self.plan, self.key = CellPlan(edges, self.layout, device), key
 
 
 EXECUTORS = ("per-edge", "batched")
@@ -643,10 +681,6 @@ def batched_fallback(config) -> str | None:
     """Why a search configuration runs edge by edge although ``executor`` is "batched"; None when it batches."""
     if config.edge != "mixed":
         return f"edge kind {config.edge!r}"
-    if config.partial_k > 1 and config.partial_sampling == "random" and (config.groups > 1 or config.group_attention):
-        return "random partial channels with channel groups"
-    if config.compile:
-        return "compile"
     return None
 
 

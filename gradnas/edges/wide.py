@@ -53,7 +53,7 @@ def conv(x: torch.Tensor, weight: torch.Tensor, layer: nn.Conv2d, groups: int) -
     C, H, W = x.shape[1:]
     if (kh, kw) == (1, 1) and stride == (1, 1) and layer.padding == (0, 0):
         return pointwise(x, weight, groups)
-    if (x.device.type != "cpu" or d == 1 or dw != d or groups != C or weight.shape[0] != C
+    if (not eager_cpu(x) or d == 1 or dw != d or groups != C or weight.shape[0] != C
             or layer.padding != (d * (kh - 1) // 2, d * (kw - 1) // 2) or kh % 2 == 0 or kw % 2 == 0):
         return F.conv2d(x, weight, None, stride, layer.padding, layer.dilation, groups)
     if stride == (d, d):
@@ -63,12 +63,18 @@ def conv(x: torch.Tensor, weight: torch.Tensor, layer: nn.Conv2d, groups: int) -
     return F.conv2d(x, weight, None, stride, layer.padding, layer.dilation, groups)
 
 
+def eager_cpu(x: torch.Tensor) -> bool:
+    """Whether x's ops run eagerly on the CPU, where the forms below beat oneDNN's kernels; a compiled graph takes
+    the plain ops, whose backward the compiler derives and lays out itself."""
+    return x.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
 def pointwise(x: torch.Tensor, weight: torch.Tensor, groups: int) -> torch.Tensor:
     """The bias-free 1×1 conv of x with ``weight`` in ``groups`` groups. On the CPU, for a channels-last x and
     groups of several channels, oneDNN's filter gradient of a grouped 1×1 conv is slower than one ``bmm`` over
     the groups' (pixels, channels) views (1.3–1.75× in bench/cpu_kernels.py), so it is taken from that
     (:class:`_GroupedPointwise`)."""
-    if (x.device.type == "cpu" and 1 < groups < x.shape[1] and memory_format_of(x) == torch.channels_last):
+    if eager_cpu(x) and 1 < groups < x.shape[1] and memory_format_of(x) == torch.channels_last:
         return _GroupedPointwise.apply(x, weight, groups)
     return F.conv2d(x, weight, None, 1, 0, 1, groups)
 
@@ -77,7 +83,7 @@ def subsample(x: torch.Tensor, offset: int, step: int) -> torch.Tensor:
     """x[:, :, offset::step, offset::step], whose gradient is laid out as x is: autograd's own (two slice
     backwards) is contiguous, and adding it to a channels-last gradient of the same tensor is several times
     slower than adding two of one layout."""
-    if memory_format_of(x) != torch.channels_last:
+    if memory_format_of(x) != torch.channels_last or torch.compiler.is_compiling():
         return x[:, :, offset::step, offset::step]
     return _Subsample.apply(x, offset, step)
 
@@ -234,18 +240,24 @@ class BatchCounter:
         self.counts: torch.Tensor | None = None
         self.views: list[torch.Tensor] = []
 
+    def alias(self) -> None:
+        """Make sure the counts are views into one counter (re-made when a buffer was replaced)."""
+        if self.bns and (self.counts is None or any(bn._buffers["num_batches_tracked"] is not v
+                                                    for bn, v in zip(self.bns, self.views))):
+            self._alias()
+
+    @torch.compiler.disable  # replaces module buffers: eager, and only when they were replaced
+    def _alias(self) -> None:
+        not_capturing("the batch counter's stacked num_batches_tracked")
+        with torch.no_grad():
+            self.counts = torch.stack([bn.num_batches_tracked for bn in self.bns])
+        self.views = list(self.counts.unbind(0))
+        for bn, v in zip(self.bns, self.views):
+            bn._buffers["num_batches_tracked"] = v
+
     def step(self) -> None:
-        if not self.bns:
-            return
-        if self.counts is None or any(bn._buffers["num_batches_tracked"] is not v
-                                      for bn, v in zip(self.bns, self.views)):
-            not_capturing("the batch counter's stacked num_batches_tracked")
-            with torch.no_grad():
-                self.counts = torch.stack([bn.num_batches_tracked for bn in self.bns])
-            self.views = list(self.counts.unbind(0))
-            for bn, v in zip(self.bns, self.views):
-                bn._buffers["num_batches_tracked"] = v
-        self.counts.add_(1)
+        if self.bns:
+            self.counts.add_(1)
 
 
 class WideBatchNorm:
@@ -253,6 +265,7 @@ class WideBatchNorm:
 
     Mirrors ``nn.BatchNorm2d.forward``, except that ``num_batches_tracked`` is left to a :class:`BatchCounter`;
     BNs that ``sync_bn`` converted take their training statistics over all ranks' batches, as they do alone.
+    Its owner calls :meth:`alias` before every forward.
     """
 
     def __init__(self, bns: Sequence[nn.BatchNorm2d]):
@@ -265,15 +278,17 @@ class WideBatchNorm:
         self.synced = isinstance(first, (nn.SyncBatchNorm, SyncBatchNorm2d))
         self.mean: torch.Tensor | None = None
         self.var: torch.Tensor | None = None
+        self.views: list[tuple[torch.Tensor, torch.Tensor]] = []  # each edge's (running_mean, running_var) views
 
-    def _aliased(self) -> bool:
-        if self.mean is None:
-            return False
-        C = self.bns[0].num_features
-        return all(bn._buffers["running_mean"] is not None and bn.running_mean._base is self.mean
-                   and bn.running_var._base is self.var and bn.running_mean.storage_offset() == e * C
-                   for e, bn in enumerate(self.bns))
+    def alias(self) -> None:
+        """Make sure the edges' running buffers are views into the wide ones (re-made when a buffer was replaced);
+        identity checks only, so that a compiled cell guards on them instead of breaking its graph."""
+        if self.bns[0].running_mean is not None and (not self.views or any(
+                bn._buffers["running_mean"] is not mean or bn._buffers["running_var"] is not var
+                for bn, (mean, var) in zip(self.bns, self.views))):
+            self._alias()
 
+    @torch.compiler.disable  # replaces module buffers: eager, and only when they were replaced
     def _alias(self) -> None:
         """Make the edges' running buffers views into one wide buffer (their values kept)."""
         not_capturing("a wide BN's running buffers")
@@ -281,20 +296,15 @@ class WideBatchNorm:
             self.mean = torch.cat([bn.running_mean for bn in self.bns])
             self.var = torch.cat([bn.running_var for bn in self.bns])
         C = self.bns[0].num_features
-        for bn, mean, var in zip(self.bns, self.mean.split(C), self.var.split(C)):
+        self.views = list(zip(self.mean.split(C), self.var.split(C)))
+        for bn, (mean, var) in zip(self.bns, self.views):
             bn._buffers["running_mean"], bn._buffers["running_var"] = mean, var
-
-    def alias(self) -> None:
-        """Make sure the edges' running buffers are views into the wide ones (re-made when a buffer was replaced)."""
-        if self.bns[0].running_mean is not None and not self._aliased():
-            self._alias()
 
     def __call__(self, x: torch.Tensor, training: bool, scale: torch.Tensor | None = None) -> torch.Tensor:
         """The BNs on x's E·C channels; ``scale`` (E·C,), if given, multiplies their output channel by channel
         (folded into the BN's affine transform, so it costs no pass of its own)."""
         first = self.bns[0]
         tracked = first.running_mean is not None
-        self.alias()
         weight = bias = None
         if first.affine:
             weight = torch.cat([bn.weight for bn in self.bns])
@@ -334,6 +344,19 @@ class SharedNorm:
     def fits(norm: WideBatchNorm) -> bool:
         return not norm.bns[0].affine
 
+    def alias(self) -> None:
+        """After the norms' :meth:`WideBatchNorm.alias`: the scratch statistics in the dtype and device of their buffers."""
+        held = self.norms[0].mean
+        if held is not None and (self.stats is None or self.stats[0].dtype != held.dtype
+                                 or self.stats[0].device != held.device):
+            self._scratch(held)
+
+    @torch.compiler.disable  # eager, and only when the buffers' dtype or device changed
+    def _scratch(self, held: torch.Tensor) -> None:
+        not_capturing("the shared norm's statistics")
+        J = len(self.norms) * self.norms[0].bns[0].num_features
+        self.stats = (held.new_zeros(J), held.new_ones(J))
+
     def __call__(self, maps: Sequence[torch.Tensor], training: bool) -> torch.Tensor | None:
         """The J maps (N, C, H, W) normalised, (N, J·C, H, W); None where the edges' outputs differ (eval mode with
         running statistics) or the statistics span ranks (the wide path then computes them)."""
@@ -344,12 +367,6 @@ class SharedNorm:
         x = maps[0] if len(maps) == 1 else torch.cat(list(maps), 1)
         if not (training and tracked and first.track_running_stats):
             return F.batch_norm(x, None, None, None, None, True, 0.0, first.eps)
-        for norm in self.norms:
-            norm.alias()
-        held = self.norms[0].mean
-        if self.stats is None or (self.stats[0].device, self.stats[0].dtype) != (held.device, held.dtype):
-            not_capturing("the shared norm's statistics")
-            self.stats = (held.new_zeros(x.shape[1]), held.new_ones(x.shape[1]))
         mean, var = self.stats
         # momentum 1 makes the BN write the batch's mean and unbiased variance into (mean, var)
         y = F.batch_norm(x, mean, var, None, None, True, 1.0, first.eps)

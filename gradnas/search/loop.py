@@ -145,9 +145,13 @@ def compile_cells(net: nn.Module, **options: Any) -> None:
     """``torch.compile`` the supernet's repeated unit, its cells, rather than the whole supernet: the cell's
     parameters are graph inputs, so every cell of the same structure and shapes replays one compiled graph and
     compilation costs a few cells, not the whole network (which took over 25 minutes for PC-DARTS on a CPU).
-    In place, so checkpoints keep the plain parameter names."""
+    In place, so checkpoints keep the plain parameter names. The cell's forward is compiled, not its call: an
+    executor's bookkeeping (the batched plan for the active ops, its views of the BN buffers) runs eagerly in a
+    forward pre-hook before it, so the graph only guards on it and a removal of ops recompiles a cell once."""
     for cell in net.cells:
-        cell.compile(**options)
+        if hasattr(cell.node_sum, "prepare"):
+            cell.register_forward_pre_hook(lambda cell, args: cell.node_sum.prepare(cell.edges, args[0].device))
+        cell.forward = torch.compile(cell.forward, **options)
 
 
 class Searcher(RunOwner):
