@@ -15,7 +15,9 @@ equal the original's: the same supernet), the ATen ops each step dispatches (cou
 counts them: foreach optimisers, views excluded) and the median wall and process CPU milliseconds per iteration,
 timed round-robin (original, batched, per-edge: one iteration each per round), so load on shared cores hits every
 side alike. ``×orig`` is the original's figure over the side's: above 1, gradnas is faster. Each side runs in its own
-default memory layout (gradnas channels-last, its search default; the original contiguous).
+default memory layout (gradnas channels-last, its search default; the original contiguous). ``--ops N`` then times
+one more iteration per side operator by operator (``bench/step_ops.py``'s timer) and lists each row's N costliest
+operators side by side: where the batched step still loses time against the original code.
 
 The original code was written for old PyTorch on a GPU and runs unchanged: while it is imported and built,
 ``.cuda()`` returns the tensor or module it is called on. It is not part of this project; fetch it into the
@@ -25,6 +27,7 @@ git-ignored ``bench/.original``:
     git clone https://github.com/yuhuixu1993/PC-DARTS bench/.original/pc-darts
 
     python bench/original_code.py --steps 5 --threads 1
+    python bench/original_code.py --rows darts --steps 1 --threads 1 --ops 20
     python bench/original_code.py --rows pc-darts --json
     python bench/original_code.py --quick          # tiny supernets, batch 2, one round: a smoke run
 """
@@ -46,6 +49,7 @@ import torch.nn as nn
 
 from dispatch_count import dispatched
 from search_step import FULL, IMAGE_SIZE, NUM_CLASSES, QUICK, Row, prepare, timed
+from step_ops import OpTimer
 
 ORIGINAL = Path(__file__).resolve().parent / ".original"
 EXECUTORS = ("batched", "per-edge")
@@ -74,6 +78,7 @@ class Side:
     optimizers: list[torch.optim.Optimizer]  # the weights', then the architecture's
     times_ms: list[float] = field(default_factory=list)
     cpu_ms: list[float] = field(default_factory=list)
+    operators: OpTimer | None = None  # one iteration timed operator by operator (--ops)
 
     def run(self) -> None:
         for step in self.steps.values():
@@ -142,8 +147,9 @@ def gradnas(method: Method, executor: str, batch: int, size: dict[str, int]) -> 
     return Side(executor, {"arch": steps["arch-1"].run, "weight": steps["weight"].run}, steps["weight"].optimizers)
 
 
-def measure(rows: dict[str, Path], batch: int, steps: int, quick: bool) -> list[dict[str, Any]]:
-    """One record per row and side; ``rows`` maps each method to its original checkout."""
+def measure(rows: dict[str, Path], batch: int, steps: int, quick: bool, ops: bool = False) -> list[dict[str, Any]]:
+    """One record per row and side; ``rows`` maps each method to its original checkout. ``ops``: also one iteration
+    per side timed operator by operator, after the timed rounds."""
     size = QUICK["darts"] if quick else FULL["darts"]
     sides = {name: [original(METHODS[name], directory, batch, size)]
              + [gradnas(METHODS[name], executor, batch, size) for executor in EXECUTORS]
@@ -157,6 +163,10 @@ def measure(rows: dict[str, Path], batch: int, steps: int, quick: bool) -> list[
                 wall, cpu_ms = timed(side, cpu)
                 side.times_ms.append(wall)
                 side.cpu_ms.append(cpu_ms)
+    for row in sides.values():
+        for side in row if ops else ():
+            with OpTimer() as side.operators:
+                side.run()
     records = []
     for name, row in sides.items():
         reference = None
@@ -172,6 +182,9 @@ def measure(rows: dict[str, Path], batch: int, steps: int, quick: bool) -> list[
             r["same_supernet"] = (weights, arch) == (reference["weights"], reference["arch_parameters"])
             for key, label in (("iteration_ops", "ops"), ("ms_per_iteration", "wall"), ("cpu_ms_per_iteration", "cpu")):
                 r[f"original_over_{label}"] = round(reference[key] / r[key], 4)
+            if side.operators is not None:
+                r["operators"] = {op: [round(1e3 * seconds, 3), side.operators.calls[op]]
+                                  for op, seconds in side.operators.seconds.most_common()}
             records.append(r)
     return records
 
@@ -190,6 +203,24 @@ def table(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def operator_table(records: list[dict[str, Any]], top: int) -> str:
+    """Per row, the ``top`` operators by their largest time on any side: ms and calls per side in one iteration."""
+    lines = []
+    for row in dict.fromkeys(r["row"] for r in records):
+        sides = {r["side"]: r["operators"] for r in records if r["row"] == row}
+        totals = ", ".join(f"{side} {sum(ms for ms, _ in ops.values()):.0f} ms" for side, ops in sides.items())
+        lines += ["", f"{row}: one iteration timed operator by operator ({totals}; the timing adds to each call)",
+                  f"{'operator':32}" + "".join(f" {side + ' ms':>12} {'calls':>6}" for side in sides)
+                  + f" {'×orig/batched':>13}"]
+        keys = sorted(set().union(*sides.values()), key=lambda k: -max(ops.get(k, [0])[0] for ops in sides.values()))
+        for key in keys[:top]:
+            cells = [ops.get(key, [0.0, 0]) for ops in sides.values()]
+            original, batched = sides["original"].get(key, [0.0])[0], sides["batched"].get(key, [0.0])[0]
+            ratio = f"{original / batched:.2f}" if batched else "-"
+            lines.append(f"{key[:32]:32}" + "".join(f" {ms:>12.1f} {calls:>6}" for ms, calls in cells) + f" {ratio:>13}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     for name, method in METHODS.items():
@@ -200,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=5, help="timed rounds, one iteration per side each (median reported)")
     p.add_argument("--threads", type=int, default=None,
                    help="intra-op threads (default: torch's); 1 is far steadier on cores shared with other jobs")
+    p.add_argument("--ops", type=int, default=0, metavar="N",
+                   help="also time one iteration per side operator by operator (bench/step_ops.py's timer) and "
+                        "list each row's N costliest operators, side by side")
     p.add_argument("--json", action="store_true", help="one JSON object per row and side instead of a table")
     p.add_argument("--quick", action="store_true", help="tiny supernets (C=8, 3 cells), batch 2, one round: a smoke run")
     args = p.parse_args(argv)
@@ -213,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     batch, steps = (2, 1) if args.quick else (args.batch, args.steps)
-    records = measure(rows, batch, steps, args.quick)
+    records = measure(rows, batch, steps, args.quick, args.ops > 0)
     if args.json:
         for r in records:
             print(json.dumps(r))
@@ -222,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
               f"(median; min-max beside); an iteration is a first-order architecture step and a weight step; "
               f"×orig = the original's figure / the side's")
         print(table(records))
+        if args.ops:
+            print(operator_table(records, args.ops))
     return 0
 
 

@@ -183,7 +183,7 @@ def original_code(monkeypatch):
                     reason="the original DARTS and PC-DARTS code is not in bench/.original (git clone: see "
                            "bench/original_code.py)")
 def test_original_code_runs_beside_both_executors_on_the_same_supernet(original_code, capsys):
-    assert original_code.main(["--quick", "--json"]) == 0
+    assert original_code.main(["--quick", "--json", "--ops", "3"]) == 0
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["row"], r["side"]) for r in records] == [(row, side) for row in ("darts", "pc-darts")
                                                         for side in ("original", "batched", "per-edge")]
@@ -196,6 +196,12 @@ def test_original_code_runs_beside_both_executors_on_the_same_supernet(original_
         assert original["original_over_ops"] == original["original_over_wall"] == 1
         assert batched["iteration_ops"] < per_edge["iteration_ops"] < original["iteration_ops"]
         assert batched["original_over_ops"] == pytest.approx(original["iteration_ops"] / batched["iteration_ops"], 1e-3)
+    for r in records:  # timed op by op: every dispatched op, views too, each with its time
+        assert sum(calls for _, calls in r["operators"].values()) >= r["iteration_ops"]
+        assert r["operators"]["convolution"][0] > 0 and r["operators"]["convolution_backward"][1] > 0
+    lines = original_code.operator_table(records, 3).splitlines()
+    assert [line.split(":")[0] for line in lines if line.endswith("adds to each call)")] == ["darts", "pc-darts"]
+    assert len(lines) == 2 * (1 + 2 + 3) and lines[2].split()[1:5:3] == ["original", "batched"]
 
 
 def test_original_code_names_a_missing_checkout(original_code, tmp_path, capsys):
