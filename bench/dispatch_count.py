@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any, Callable
 
 import torch
 
@@ -30,24 +31,36 @@ def count(row: Row, order: int, quick: bool, executor: str = "per-edge", batch: 
     bilevel = ARCH_UPDATES[resolve_config({"space": row.space, "method": row.method}).arch_update].uses_validation
     steps = ("weight", f"arch-{order}") if bilevel else ("weight",)  # single-level methods have no arch step
     overrides = {**row.overrides, **({"batch_size": batch} if batch else {})}
-    measurements = {m.step: m for m in prepare(Row(row.name, row.space, row.method, overrides, steps),
-                                               torch.device("cpu"), quick,
-                                               {"channels_last": True, "executor": executor})}
-    for opt in next(iter(measurements.values())).optimizers:
-        for group in opt.param_groups:
-            group["foreach"] = True
-    for m in measurements.values():  # optimiser state exists from the second step on
-        m.run()
+    measurements = prepare(Row(row.name, row.space, row.method, overrides, steps), torch.device("cpu"), quick,
+                           {"channels_last": True, "executor": executor})
+    counters = dispatched({m.step.split("-")[0]: m.run for m in measurements}, measurements[0].optimizers)
     record = {"row": row.name, "space": row.space, "method": row.method, "executor": executor, "order": order}
+    record.update({f"{step}_ops": counter.total for step, counter in counters.items()})
     totals = DispatchCounter()
-    for step, m in measurements.items():
-        with DispatchCounter() as counter:
-            m.run()
-        record[f"{step.split('-')[0]}_ops"] = counter.total
+    for counter in counters.values():
         totals.by_op.update(counter.by_op)
     record["iteration_ops"] = totals.total
     record["by_op"] = dict(totals.by_op.most_common())
     return record
+
+
+def dispatched(steps: dict[str, Callable[[], Any]], optimizers: list[torch.optim.Optimizer]) -> dict[str, DispatchCounter]:
+    """The ops each step dispatches, counted on its second run (optimiser state exists from the first on), with
+    the optimisers' ``foreach`` implementations, as a GPU runs them by default; their setting is restored after."""
+    groups = [(group, group.get("foreach")) for opt in optimizers for group in opt.param_groups]
+    counters = {name: DispatchCounter() for name in steps}
+    try:
+        for group, _ in groups:
+            group["foreach"] = True
+        for run in steps.values():
+            run()
+        for name, run in steps.items():
+            with counters[name]:
+                run()
+    finally:
+        for group, foreach in groups:
+            group["foreach"] = foreach
+    return counters
 
 
 def main(argv: list[str] | None = None) -> int:

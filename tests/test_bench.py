@@ -195,3 +195,45 @@ def test_isdarts_cells_measures_each_cell_before_the_first_step(monkeypatch, cap
     assert torch.allclose(F[:, 0, 1], F[:, 3, 1]) and torch.allclose(F[:, 0, 4], F[:, 1, 4])
     out = capsys.readouterr().out
     assert out.count("| mean |") == 2 and "edge 3←0" in out and "edge 1←0" in out
+
+
+ORIGINAL = BENCH / ".original"
+ORIGINAL_CODE = (ORIGINAL / "darts" / "cnn" / "model_search.py", ORIGINAL / "pc-darts" / "model_search.py")
+
+
+@pytest.fixture
+def original_code(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    import original_code
+    return original_code
+
+
+@pytest.mark.skipif(not all(p.is_file() for p in ORIGINAL_CODE),
+                    reason="the original DARTS and PC-DARTS code is not in bench/.original (git clone: see "
+                           "bench/original_code.py)")
+def test_original_code_runs_beside_both_executors_on_the_same_supernet(original_code, capsys):
+    assert original_code.main(["--quick", "--json", "--ops", "3"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["row"], r["side"]) for r in records] == [(row, side) for row in ("darts", "pc-darts")
+                                                        for side in ("original", "batched", "per-edge")]
+    darts, pc = records[0], records[3]  # each checkout's own network: PC-DARTS adds β, 14 per cell type
+    assert (darts["arch_parameters"], pc["arch_parameters"]) == (224, 252) and pc["weights"] < darts["weights"]
+    assert all(r["same_supernet"] and r["batch"] == 2 and r["steps"] == 1 for r in records)
+    assert all(r["iteration_ops"] == r["arch_ops"] + r["weight_ops"] and r["arch_ops"] > 1000 for r in records)
+    assert all(r["ms_per_iteration"] > 0 and r["cpu_ms_per_iteration"] >= 0 for r in records)
+    for original, batched, per_edge in (records[:3], records[3:]):
+        assert original["original_over_ops"] == original["original_over_wall"] == 1
+        assert batched["iteration_ops"] < per_edge["iteration_ops"] < original["iteration_ops"]
+        assert batched["original_over_ops"] == pytest.approx(original["iteration_ops"] / batched["iteration_ops"], 1e-3)
+    for r in records:  # timed op by op: every dispatched op, views too, each with its time
+        assert sum(calls for _, calls in r["operators"].values()) >= r["iteration_ops"]
+        assert r["operators"]["convolution"][0] > 0 and r["operators"]["convolution_backward"][1] > 0
+    lines = original_code.operator_table(records, 3).splitlines()
+    assert [line.split(":")[0] for line in lines if line.endswith("adds to each call)")] == ["darts", "pc-darts"]
+    assert len(lines) == 2 * (1 + 2 + 3) and lines[2].split()[1:5:3] == ["original", "batched"]
+
+
+def test_original_code_names_a_missing_checkout(original_code, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit:
+        original_code.main(["--rows", "darts", "--darts", str(tmp_path)])
+    assert exit.value.code == 2 and f"{tmp_path} holds no original darts code" in capsys.readouterr().err
