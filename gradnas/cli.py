@@ -142,7 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a trained model for deployment")
     p.add_argument("model", metavar="DIR", help="training run directory (or its model.pt)")
     p.add_argument("--format", required=True, choices=FORMATS, help=f"one of {', '.join(FORMATS)}")
-    p.add_argument("--out", required=True, metavar="FILE", help="file to write")
+    p.add_argument("--out", required=True, metavar="FILE", help="file to write (atomically)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out even where it is a file of a run directory (its model, checkpoint, ...)")
     return parser
 
 
@@ -286,7 +288,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .train.export import export_model
 
-    result = export_model(args.model, args.format, args.out)
+    result = export_model(args.model, args.format, args.out, args.overwrite)
     meta = result.meta
     print(f"exported: {result.path} (input: N×{meta['in_channels']}×{meta['image_size']}×{meta['image_size']} "
           f"float, normalised with mean {meta['mean']} and std {meta['std']}; output: logits)")

@@ -8,6 +8,8 @@ import errno
 import hashlib
 import shutil
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +22,7 @@ from gradnas.cli import main
 from gradnas.config import resolve_config
 from gradnas.errors import GradnasError
 from gradnas.genotypes import parse_genotype, save_genotype
-from gradnas.rundir import TMP_SUFFIX, RunDir
+from gradnas.rundir import PREVIOUS, TMP_SUFFIX, RunDir, read_manifest
 from gradnas.search.checkpoint import load_checkpoint
 from gradnas.search.loop import Searcher, search
 
@@ -144,6 +146,41 @@ def _rerun(command, source):
     return case
 
 
+def _overwrite_with(command, source, *flags, text, data=None):
+    """``--overwrite`` of a finished run with an input that is found bad: the run must stay whole."""
+    def case(tmp, search_run, train_run, table):
+        run = copy(search_run if source == "search" else train_run, tmp)
+        extra = ["--data", str(data(tmp))] if data else []
+        argv = (["search", *TINY_SEARCH, "--epochs", "1"] if command == "search" else
+                ["train", NB201_ARCH, *TINY_TRAIN, "--epochs", "1"])
+        return [*argv, *extra, *flags, "--out", str(run), "--overwrite"], run, text
+    return case
+
+
+def _empty_npz(tmp):
+    np.savez(tmp / "empty.npz")
+    return tmp / "empty.npz"
+
+
+def _users_files(*names, link=False):
+    """A directory that never held a gradnas run, with the user's own files under the names a run writes."""
+    def case(tmp, *_):
+        mine = tmp / "mine"
+        mine.mkdir()
+        (tmp / "elsewhere.txt").write_text("the user's")
+        for name in names:
+            (mine / name).symlink_to(tmp / "elsewhere.txt") if link else (mine / name).write_text("the user's")
+        return ["search", *TINY_SEARCH, "--epochs", "1", "--out", str(mine), "--overwrite"], tmp, names[0]
+    return case
+
+
+def _export_over(name):
+    def case(tmp, search_run, train_run, table):
+        run = copy(train_run, tmp)
+        return ["export", str(run), "--format", "torchscript", "--out", str(run / name)], run, "--overwrite"
+    return case
+
+
 def _out_is_a_file(tmp, *_):
     (tmp / "file").write_text("mine")
     return ["search", *TINY_SEARCH, "--out", str(tmp / "file")], tmp, "existing file"
@@ -256,6 +293,16 @@ CASES = {
     "train into a run directory": _rerun("train", "train"),
     "search into a training run": _rerun("search", "train"),
     "a second writer": _locked,
+    "search --overwrite with a missing --data": _overwrite_with("search", "search", text="nowhere.npz",
+                                                                data=lambda t: t / "nowhere.npz"),
+    "search --overwrite with an empty .npz": _overwrite_with("search", "search", text="empty.npz", data=_empty_npz),
+    "train --overwrite with an empty .npz": _overwrite_with("train", "train", text="empty.npz", data=_empty_npz),
+    "search --overwrite with too wide a batch": _overwrite_with("search", "search", "--batch-size", "5000",
+                                                                text="batch size"),
+    "--overwrite of a user's checkpoint.pt and log.jsonl": _users_files("checkpoint.pt", "log.jsonl"),
+    "--overwrite of a user's symlink named log.jsonl": _users_files("log.jsonl", link=True),
+    "export over the run's model.pt": _export_over("model.pt"),
+    "export over the run's checkpoint": _export_over("train_checkpoint.pt"),
     # disk
     "out is an existing file": _out_is_a_file,
     "read-only file system": _fault(OSError(errno.EROFS, "Read-only file system"), "Read-only file system"),
@@ -428,6 +475,31 @@ def test_overwrite_replaces_the_previous_run(search_run, tmp_path):
     assert main(["search", *TINY_SEARCH, "--epochs", "2", "--seed", "1", "--out", str(run), "--overwrite"]) == 0
     assert load_checkpoint(run / "checkpoint.pt")["config"]["seed"] == 1
     assert len((run / "log.jsonl").read_text().splitlines()) == 2 and (run / "mine.txt").read_text() == "kept"
+    assert not (run / PREVIOUS).exists() and "mine.txt" not in read_manifest(run)
+    assert {"checkpoint.pt", "log.jsonl", "genotype.json", "config.yaml"} <= set(read_manifest(run))
+
+
+@pytest.mark.parametrize("command", ["search", "train"])
+def test_an_overwrite_that_fails_before_its_first_checkpoint_puts_the_run_back(command, search_run, train_run,
+                                                                             tmp_path, capsys):
+    run = copy(search_run if command == "search" else train_run, tmp_path)
+    before = snapshot(run)
+    start = ["search", *TINY_SEARCH] if command == "search" else ["train", NB201_ARCH, *TINY_TRAIN]
+    code = main([*start, "--steps-per-epoch", "2", "--epochs", "1", "--lr", "1e8", "--out", str(run), "--overwrite"])
+    assert "non-finite" in assert_one_line(code, capsys.readouterr().err)
+    assert snapshot(run) == before and not (run / PREVIOUS).exists()
+
+
+def test_an_overwrite_killed_before_its_first_checkpoint_is_undone_at_the_next_start(search_run, tmp_path):
+    run = copy(search_run, tmp_path)
+    before = snapshot(run)
+    killed = (f"import os; from gradnas.rundir import RunDir, write_atomic; d = RunDir({str(run)!r}, overwrite=True); "
+              f"d.set_aside(); write_atomic(d.path / 'config.yaml', 'new'); write_atomic(d.path / 'env.json', '{{}}'); "
+              "os._exit(9)")
+    assert subprocess.run([sys.executable, "-c", killed], cwd=Path(__file__).parents[1]).returncode == 9
+    assert (run / PREVIOUS / "checkpoint.pt").is_file() and (run / "config.yaml").read_text() == "new"
+    RunDir(run, resume=True).release()
+    assert snapshot(run) == before and not (run / PREVIOUS).exists()
 
 
 def test_lock_is_held_for_the_run_and_released_after(tmp_path, monkeypatch):

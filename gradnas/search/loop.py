@@ -42,7 +42,7 @@ from ..selection import derive_genotype
 from ..spaces import NB201_OPS, SPACES
 from ..spaces.blocks import drop_running_stats
 from .bilevel import ARCH_UPDATES, weight_step  # noqa: F401  (weight_step: benchmarks and tests call it here)
-from .checkpoint import load_checkpoint, nonfinite, rng_state, save_atomic, seed_everything, set_rng_state
+from .checkpoint import load_checkpoint, nonfinite, rng_state, seed_everything, set_rng_state
 from .hooks import SearchContext, build_hooks
 from .model import SearchModel
 
@@ -334,7 +334,7 @@ class Searcher(RunOwner):
                 if main:
                     warn_if_at_chance(self.history, self.data.num_classes, c.epochs)
                     self.log.write(record)
-                    save_atomic(state, self.checkpoint_path)
+                    self.save_checkpoint(state, self.checkpoint_path)
                     log.info("epoch %d/%d %s", epoch + 1, c.epochs, _brief(record))
         finally:
             bar.close()

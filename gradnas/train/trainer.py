@@ -233,7 +233,7 @@ class Trainer(RunOwner):
                     continue
                 warn_if_at_chance(self.history, self.data.num_classes, c.epochs)
                 self.log.write(record)
-                save_atomic(state, self.checkpoint_path)
+                self.save_checkpoint(state, self.checkpoint_path)
                 log.info("epoch %d/%d %s", epoch + 1, c.epochs,
                          " ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
         finally:
