@@ -141,9 +141,8 @@ def _norm(s: Series, arrays: list[np.ndarray]):
 
 
 def _cmap():
-    cmap = require("matplotlib", "plotting").colormaps["viridis"].copy()
-    cmap.set_bad("0.85")  # removed ops (NaN) and, on a log scale, zeros
-    return cmap
+    # grey for removed ops (NaN) and, on a log scale, zeros
+    return require("matplotlib", "plotting").colormaps["viridis"].with_extremes(bad="0.85")
 
 
 def _panel(ax, m: np.ndarray, s: Series, norm, title: str, annotate: bool, ticks: bool, fontsize: float) -> Any:

@@ -26,6 +26,8 @@ import weakref
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
+import yaml
+
 from .errors import GradnasError
 
 TMP_SUFFIX = ".gradnas-tmp"
@@ -38,6 +40,7 @@ _DISCARDED = ".gradnas-discarded"  # PREVIOUS renamed once committed, then delet
 #: of them is not recorded as a run's (a user's file of that name would be written over).
 RUN_FILES = ("checkpoint.pt", "train_checkpoint.pt", "log.jsonl", "tensorboard", "model.pt", "eval.json",
              "genotype.json", "nb201.txt", "config.yaml", "env.json")
+CONFIG = "config.yaml"
 _CLAIMED: dict[str, "RunDir"] = {}  # absolute path → the claim this process holds on it
 
 
@@ -127,9 +130,9 @@ class RunDir:
         self.files: list[str] = []  # what this run recorded writing (the manifest's content)
         self._key = None
         self._aside: list[str] | None = None  # the previous run's files while they wait in PREVIOUS
-        if self.path.exists() and not self.path.is_dir():
-            raise GradnasError(f"run directory {self.path} is an existing file; pass another --out")
         try:
+            if self.path.exists() and not self.path.is_dir():
+                raise GradnasError(f"run directory {self.path} is an existing file; pass another --out")
             self.path.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as err:
@@ -269,8 +272,10 @@ class RunOwner:
             raise
 
     def save_checkpoint(self, state: dict, path: Path) -> None:
-        """Write the checkpoint; the first one of an overwriting run lets the previous run go."""
+        """Write ``config.yaml`` (the configuration the checkpoint continues with: a difference later is an
+        edit), then the checkpoint; the first one of an overwriting run lets the previous run go."""
         from .search.checkpoint import save_atomic
+        write_atomic(path.parent / CONFIG, yaml.safe_dump(state["config"], sort_keys=False))
         save_atomic(state, path)
         if self.run_dir is not None:
             self.run_dir.commit()

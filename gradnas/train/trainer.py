@@ -22,7 +22,6 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import yaml
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -203,7 +202,6 @@ class Trainer(RunOwner):
         paths = {"genotype": self.out / "genotype.json", "log": self.out / "log.jsonl",
                  "checkpoint": self.checkpoint_path, "config": self.out / "config.yaml"}
         if main:
-            write_atomic(paths["config"], yaml.safe_dump(c.to_dict(), sort_keys=False))
             env = environment(self.device, c.seed, c.deterministic) | {"world_size": self.dist.world_size}
             write_atomic(self.out / "env.json", json.dumps(env, indent=2))
             save_genotype(self.genotype, paths["genotype"])
