@@ -315,6 +315,7 @@ def check_config(config: SearchConfig) -> None:
 
 def _check_ops(config: SearchConfig) -> None:
     from .spaces import SPACES
+    from .spaces.ops import check_op_shape
 
     known = SPACES[config.space].ops.names()
     unknown = [op for op in config.ops if op not in known]
@@ -324,6 +325,9 @@ def _check_ops(config: SearchConfig) -> None:
         raise GradnasError(f"ops lists an op twice: {' '.join(config.ops)}")
     if not set(config.ops) - {"none"}:
         raise GradnasError("ops needs at least one op besides none: a cell of none alone computes nothing")
+    space = SPACES[config.space]
+    for op in sorted(set(config.ops) - set(space.default_ops)):  # a user's op: its output must fit the edge's sum
+        check_op_shape(config.space, op, (1, 2) if space.reduction_cell else (1,))
 
 
 def _check_cell(config: SearchConfig) -> None:

@@ -473,6 +473,11 @@ CASES = {
     "a plugin re-registering an op": _file("twice_plugin.py", "from gradnas.spaces import OPS\n"
                                            "OPS['nb201'].register('skip_connect')(lambda *a: None)\n",
                                            "--plugin", "twice_plugin", "show", "darts_v2", text="registered twice"),
+    "a plugin op of the wrong output shape": _file("shape_plugin.py", "import torch.nn as nn\nfrom gradnas.spaces import OPS\n"
+                                                   "OPS['nb201'].register('halving_op')(lambda C, s, a, g: nn.AvgPool2d(2))\n",
+                                                   "--plugin", "shape_plugin", "search", *TINY_SEARCH, "--ops", "none",
+                                                   "skip_connect", "halving_op", "--out", "{tmp}/run",
+                                                   text="maps a 2×4×8×8 input at stride 1 to 2×4×4×4"),
     # the command line and the file system
     "a flag of the wrong type": _argv("search", "--epochs", "many", text="invalid int value: 'many'"),
     "an unknown flag": _argv("train", "--no-such-flag", "3", text="unrecognized arguments"),
