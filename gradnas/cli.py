@@ -231,6 +231,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from .genotypes import parse_genotype
     from .models import build_eval_network, count_parameters
     from .extras import require
+    from .rundir import read_manifest
 
     genotype = parse_genotype(args.genotype)
     print(genotype_text(genotype))
@@ -241,6 +242,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     if out is None:  # a name or text form has no directory of its own: draw only where asked
         print("diagrams: pass --out DIR to draw the cells")
         return 0
+    if read_manifest(out) is not None and not (source.is_dir() and source.resolve() == out.resolve()):
+        raise GradnasError(f"{out} is a run directory and its diagrams are its own genotype's; pass another --out")
     try:
         viz = require("gradnas.viz", "drawing cell diagrams")
     except GradnasError as err:  # the core install: the text and counts above are the answer

@@ -484,6 +484,8 @@ CASES = {
     "an --out name too long for the file system": _argv("search", *TINY_SEARCH, "--out", "{tmp}/" + "x" * 300,
                                                         text="File name too long"),
     "export below a file": _export_over("model.pt/deeper.pt"),
+    "show another genotype into a run directory": lambda tmp, search_run, *_: (
+        ["show", NB201_ARCH, "--out", str(copy(search_run, tmp))], tmp / search_run.name, "its own genotype's"),
     # data
     "a decompression bomb in an image folder": _data(_folder_with("bomb"), "could be decompression bomb"),
     "an annotation row without a class": _data(_folder_with("annotations"), "val_annotations.txt, line 2"),
