@@ -194,6 +194,12 @@ def _rerun_as(command, source, text):
     return case
 
 
+def _cut_log(run: Path):
+    with open(run / "log.jsonl", "a") as f:
+        f.write('{"epoch": 1, "arch": [[[')
+    return ["plot", str(run), "--out", str(run / "plots")], run, "line 2 is not a JSON record"
+
+
 def _out_is_a_file(tmp, *_):
     (tmp / "file").write_text("mine")
     return ["search", *TINY_SEARCH, "--out", str(tmp / "file")], tmp, "existing file"
@@ -478,6 +484,7 @@ CASES = {
                                                    "--plugin", "shape_plugin", "search", *TINY_SEARCH, "--ops", "none",
                                                    "skip_connect", "halving_op", "--out", "{tmp}/run",
                                                    text="maps a 2×4×8×8 input at stride 1 to 2×4×4×4"),
+    "plot of a log with a cut line": lambda tmp, search_run, *_: _cut_log(copy(search_run, tmp)),
     # the command line and the file system
     "a flag of the wrong type": _argv("search", "--epochs", "many", text="invalid int value: 'many'"),
     "an unknown flag": _argv("train", "--no-such-flag", "3", text="unrecognized arguments"),
