@@ -14,7 +14,7 @@ MAX_DEPTH = 16             # lists and mappings inside each other (a genotype JS
 MAX_ITEMS = 100_000        # values in one parsed file, shared (aliased) ones counted each time they are reached
 MAX_INT = 2 ** 63 - 1      # integers must fit the 64 bits that torch and NumPy hold them in
 MAX_NODES = 64             # intermediate nodes of one genotype cell
-MAX_CELLS = 1_000          # cells of a per-cell genotype, or of a network (--layers)
+MAX_CELLS = 100            # cells of a per-cell genotype, or of a network (--layers; 20 in the DARTS recipe)
 MAX_IMAGE_SIDE = 4_096     # --image-size
 
 

@@ -449,7 +449,7 @@ CASES = {
     # sizes, checked before anything of their size is built
     "--dry-run of 10⁶ channels": _flags("--channels", "1000000", "--dry-run", text="more than the"),
     "10⁶ channels": _flags("--channels", "1000000", text="out of memory"),
-    "--layers 10⁵": _flags("--layers", "100000", "--dry-run", text="layers must be at most 1,000"),
+    "--layers 10⁵": _flags("--layers", "100000", "--dry-run", text="layers must be at most 100"),
     "--steps 1,000": _flags("--steps", "1000", "--dry-run", text="steps must be at most 64", space="darts"),
     "--image-size 10⁵": _flags("--image-size", "100000", "--dry-run", text="image_size must be at most 4,096"),
     "train --image-size 10⁵": _argv("train", NB201_ARCH, *TINY_TRAIN, "--image-size", "100000", "--out", "{tmp}/run",
@@ -457,7 +457,7 @@ CASES = {
     # genotypes, in every form a command reads
     "a genotype JSON nested 100,000 deep": _file("g.json", "[" * 100_000 + "]" * 100_000, "show", "{file}",
                                                  text="nested"),
-    "a genotype JSON of 2,000 cells": _file("g.json", _per_cell_json(2000), "show", "{file}", text="2000 cells"),
+    "a genotype JSON of 200 cells": _file("g.json", _per_cell_json(200), "show", "{file}", text="200 cells; it needs 1..100"),
     "a genotype file that is not UTF-8": _file("g.json", b"\xff\xfe{}", "show", "{file}", text="not UTF-8"),
     "a text form with range(10**12)": _argv("show", "Genotype(normal=[('skip_connect', 0)] * 8, normal_concat="
                                             "range(10**12), reduce=[], reduce_concat=[])", text="not a literal"),
