@@ -198,7 +198,8 @@ class RunDir:
             for name in [*self._aside, MANIFEST]:
                 os.replace(self.path / name, previous / name)
         except OSError as err:
-            self._restore()
+            if previous.is_dir():
+                self._restore()
             raise GradnasError(f"cannot set the previous run in {self.path} aside: {_reason(err)}; it is intact") from None
         self.files = []
 
