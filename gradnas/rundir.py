@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import fnmatch
 import json
 import os
 import shutil
@@ -40,6 +41,8 @@ _DISCARDED = ".gradnas-discarded"  # PREVIOUS renamed once committed, then delet
 #: of them is not recorded as a run's (a user's file of that name would be written over).
 RUN_FILES = ("checkpoint.pt", "train_checkpoint.pt", "log.jsonl", "tensorboard", "model.pt", "eval.json",
              "genotype.json", "nb201.txt", "config.yaml", "env.json")
+#: The names of the diagrams a run draws (gradnas.viz, the shrinking hook's plot), checked the same way.
+DIAGRAMS = ("cell*.png", "cell*.svg", "importance.png")
 CONFIG = "config.yaml"
 _CLAIMED: dict[str, "RunDir"] = {}  # absolute path → the claim this process holds on it
 
@@ -179,8 +182,9 @@ class RunDir:
 
     def _check_overwrite(self, recorded: list[str]) -> None:
         """Refuse where the new run would write over a file that no run recorded (a user's, or a symlink)."""
-        foreign = [n for n in RUN_FILES if os.path.lexists(self.path / n)
-                   and (n not in recorded or (self.path / n).is_symlink())]
+        written = [p.name for p in self.path.iterdir()
+                   if p.name in RUN_FILES or any(fnmatch.fnmatch(p.name, d) for d in DIAGRAMS)]
+        foreign = sorted(n for n in written if n not in recorded or (self.path / n).is_symlink())
         if foreign:
             raise GradnasError(f"--overwrite replaces only the files a gradnas run recorded in {self.path / MANIFEST}; "
                                f"{', '.join(foreign)} {'is' if len(foreign) == 1 else 'are'} not among them: move "

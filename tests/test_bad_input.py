@@ -404,6 +404,7 @@ CASES = {
                                                                 text="batch size"),
     "--overwrite of a user's checkpoint.pt and log.jsonl": _users_files("checkpoint.pt", "log.jsonl"),
     "--overwrite of a user's symlink named log.jsonl": _users_files("log.jsonl", link=True),
+    "--overwrite of a user's cell_normal.png": _users_files("cell_normal.png"),
     "export over the run's model.pt": _export_over("model.pt"),
     "export over the run's checkpoint": _export_over("train_checkpoint.pt"),
     # disk
