@@ -13,12 +13,13 @@ import os
 import sys
 import types
 import typing
+import warnings
 from pathlib import Path
 
 from . import __version__
 from .config import RESUMABLE, SearchConfig, given_options, resolve_config
 from .options import PARTS
-from .errors import GradnasError
+from .errors import GradnasError, first_line
 from .genotypes import genotype_text
 
 def _search_options() -> tuple[dict[str, str], dict[str, tuple[str, ...]], dict[str, list[str]]]:
@@ -65,9 +66,16 @@ def _add_config_options(parser: argparse.ArgumentParser, cls: type, helps: dict[
             group.add_argument(flag, type=base, default=None, metavar=base.__name__.upper(), help=help_text)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as gradnas's one line (the subcommands inherit it)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"gradnas: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .methods import PRESETS
-    parser = argparse.ArgumentParser(prog="gradnas", description="Differentiable neural architecture search.")
+    parser = _Parser(prog="gradnas", description="Differentiable neural architecture search.")
     parser.add_argument("--version", action="version", version=f"gradnas {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every epoch")
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
@@ -142,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a trained model for deployment")
     p.add_argument("model", metavar="DIR", help="training run directory (or its model.pt)")
     p.add_argument("--format", required=True, choices=FORMATS, help=f"one of {', '.join(FORMATS)}")
-    p.add_argument("--out", required=True, metavar="FILE", help="file to write")
+    p.add_argument("--out", required=True, metavar="FILE", help="file to write (atomically)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out even where it is a file of a run directory (its model, checkpoint, ...)")
     return parser
 
 
@@ -155,12 +165,16 @@ def _flags(names) -> str:
     return ", ".join("--" + k.replace("_", "-") for k in sorted(set(names) - {"out"}))
 
 
-def _resume_changes(cls: type, args: argparse.Namespace) -> dict:
-    """The options given beside ``--resume`` (flags and a config file); the resumed run takes those it may."""
+def _resume_changes(cls: type, args: argparse.Namespace, checkpoint: str) -> dict:
+    """The options given beside ``--resume`` (flags and a config file, and the run's ``config.yaml`` where it was
+    edited); the resumed run takes those it may."""
     if args.overwrite:
         raise GradnasError("--resume continues a run and --overwrite replaces it: pass one of them")
     explicit = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(cls)}
-    changes = given_options(cls, explicit, args.config)
+    # The run's config.yaml, edited by hand, counts as options given with --resume (below the flags and --config).
+    saved, ours = Path(args.resume) / "config.yaml", (Path(args.resume) / checkpoint).is_file()
+    edited = {k: v for k, v in given_options(cls, None, saved).items() if k != "out"} if ours and saved.is_file() else {}
+    changes = {**edited, **given_options(cls, explicit, args.config)}
     if Path(changes.pop("out", args.resume)) != Path(args.resume):
         raise GradnasError("--out and --resume name different directories; the run stays in its own")
     return changes
@@ -170,7 +184,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from .search.loop import CHECKPOINT, search
 
     if args.resume:
-        config, changes = SearchConfig(out=args.resume), _resume_changes(SearchConfig, args)
+        config, changes = SearchConfig(out=args.resume), _resume_changes(SearchConfig, args, CHECKPOINT)
     else:
         config, changes = resolve_config({f.name: getattr(args, f.name) for f in dataclasses.fields(SearchConfig)},
                                          args.config), None
@@ -188,10 +202,20 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def _dry_run(config) -> int:
-    from .profiling import format_bytes
-    from .search.loop import Searcher
+    from functools import partial
 
-    report = Searcher(config, claim=False).dry_run()
+    from .data import load_dataset
+    from .profiling import check_fits, format_bytes
+    from .runtime import resolve_device
+    from .search.loop import Searcher, build_search_model
+
+    data = load_dataset(config.data, config.data_root, image_size=config.image_size)
+    side, device = data.image_size, resolve_device(config.device)
+    weights, activations = check_fits(partial(build_search_model, config, data.num_classes, data.in_channels),
+                                      (config.batch_size, data.in_channels, side, side), device, "the supernet")
+    print(f"sized without allocating: {format_bytes(weights)} of weights, at most {format_bytes(activations)} of "
+          "activations; it fits, so one step follows")
+    report = Searcher(config, data, claim=False).dry_run()
     print(f"supernet: {report['weights']:,} weights, {report['arch_parameters']:,} architecture parameters")
     print(f"one step at batch {report['batch_size']} on {report['device']}: {report['step_seconds']:.2f} s, "
           f"activations saved for backward {format_bytes(report['activation_bytes'])}")
@@ -207,6 +231,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from .genotypes import parse_genotype
     from .models import build_eval_network, count_parameters
     from .extras import require
+    from .rundir import read_manifest
 
     genotype = parse_genotype(args.genotype)
     print(genotype_text(genotype))
@@ -217,7 +242,14 @@ def cmd_show(args: argparse.Namespace) -> int:
     if out is None:  # a name or text form has no directory of its own: draw only where asked
         print("diagrams: pass --out DIR to draw the cells")
         return 0
-    for path in require("gradnas.viz", "drawing cell diagrams").draw_genotype(genotype, out):
+    if read_manifest(out) is not None and not (source.is_dir() and source.resolve() == out.resolve()):
+        raise GradnasError(f"{out} is a run directory and its diagrams are its own genotype's; pass another --out")
+    try:
+        viz = require("gradnas.viz", "drawing cell diagrams")
+    except GradnasError as err:  # the core install: the text and counts above are the answer
+        print(f"diagrams: {err}")
+        return 0
+    for path in viz.draw_genotype(genotype, out):
         print(f"diagram: {path}")
     return 0
 
@@ -257,7 +289,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     dataset = changes = None
     if args.resume:
-        config, changes = TrainConfig(out=args.resume), _resume_changes(TrainConfig, args)
+        config, changes = TrainConfig(out=args.resume), _resume_changes(TrainConfig, args, CHECKPOINT)
     else:
         overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(TrainConfig)}
         config, dataset = configure_training(overrides, args.config)
@@ -286,7 +318,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .train.export import export_model
 
-    result = export_model(args.model, args.format, args.out)
+    result = export_model(args.model, args.format, args.out, args.overwrite)
     meta = result.meta
     print(f"exported: {result.path} (input: N×{meta['in_channels']}×{meta['image_size']}×{meta['image_size']} "
           f"float, normalised with mean {meta['mean']} and std {meta['std']}; output: logits)")
@@ -306,17 +338,41 @@ def _import_plugins(modules: list[str]) -> None:
         try:
             importlib.import_module(name)
         except ImportError as err:
-            raise GradnasError(f"cannot import plugin {name!r}: {err}") from None
+            raise GradnasError(f"cannot import plugin {name!r}: {first_line(err)}") from None
+        except SyntaxError as err:
+            raise GradnasError(f"plugin {name!r}: {err.msg} ({Path(err.filename or name).name}, line {err.lineno})") from None
+        except Exception as err:  # the plugin's own code failed (e.g. it registers a name that exists): no traceback
+            raise GradnasError(f"plugin {name!r} failed on import: {type(err).__name__}: {first_line(err)}") from None
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """A library's warning (PIL, matplotlib, torch) is for the one who reads the log of every epoch (-v): one
+    line there, nothing otherwise; gradnas's own warnings go through its log."""
+    logging.getLogger("gradnas").info("warning (%s): %s", category.__name__, first_line(Warning(message)))
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # --help, --version, or a usage error already printed as one line
+        return stop.code if isinstance(stop.code, int) else 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    warnings.showwarning = _warning_line
     try:
         _import_plugins(args.plugin)
         return COMMANDS[args.command](args)
     except GradnasError as err:
         print(f"gradnas: error: {err}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:
+        if not (type(err).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(err)):
+            raise
+        print(f"gradnas: error: out of memory ({first_line(err).split('. ')[-1]}): pass a smaller --batch-size, "
+              "--channels, --layers or --image-size (gradnas search --dry-run sizes a search first)", file=sys.stderr)
+        return 2
+    except OSError as err:  # the file system refused a path (too long a name, a loop of links, ...)
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"gradnas: error: {where}{err.strerror or first_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         checkpoint = getattr(args, "checkpoint", None)

@@ -20,6 +20,7 @@ import yaml
 from . import arch, edges, selection, spaces  # noqa: F401  (each part declares its options on import)
 from .data import check_cutout
 from .errors import GradnasError
+from .limits import MAX_INT, check_parsed, check_sizes, parse_error, read_text
 from .options import PARTS, Option, declare, ungroup
 from .search import bilevel, hooks, shrinking  # noqa: F401
 
@@ -110,22 +111,50 @@ FIELD_NAMES = {f.name for f in fields(SearchConfig)}
 RESUMABLE = frozenset({"out", "lr", "lr_min", "arch_lr", "grad_clip", "epochs", "log_every", "progress", "device",
                        "data_root", "nb201_table", "top_k", "executor", "cuda_graph"})
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a mapping that repeats a key (plain PyYAML keeps the last value; TOML and
+    gradnas's JSON reading refuse it)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is repeated (line {key_node.start_mark.line + 1})")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    repeated = next((k for k in keys if keys.count(k) > 1), None)
+    if repeated is not None:
+        raise ValueError(f"the key {repeated!r} is repeated")
+    return dict(pairs)
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise GradnasError(f"config file {path} does not exist")
+    if path.suffix not in (".toml", ".yaml", ".yml", ".json"):
+        raise GradnasError(f"config file {path}: use a .yaml, .yml, .toml or .json file")
+    text, what = read_text(path, "config file"), f"config file {path}"
     try:
         if path.suffix == ".toml":
-            data = tomllib.loads(path.read_text())
-        elif path.suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(path.read_text()) or {}
+            data = tomllib.loads(text)
         elif path.suffix == ".json":
-            data = json.loads(path.read_text())
+            data = json.loads(text, object_pairs_hook=_unique_pairs)
         else:
-            raise GradnasError(f"config file {path}: use a .yaml, .yml, .toml or .json file")
-    except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
-        raise GradnasError(f"config file {path} is malformed: {str(err).splitlines()[0]}") from None
-    if not isinstance(data, dict):
+            data = yaml.load(text, Loader=_UniqueKeyLoader) or {}
+    except (yaml.YAMLError, tomllib.TOMLDecodeError, ValueError) as err:
+        raise GradnasError(f"{what} is malformed: {str(err).splitlines()[0]}") from None
+    except (RecursionError, MemoryError) as err:
+        raise parse_error(err, what) from None
+    if not isinstance(check_parsed(data, what), dict):
         raise GradnasError(f"config file {path} must hold a mapping of option names to values")
     return {str(key).replace("-", "_"): value for key, value in data.items()}
 
@@ -159,7 +188,9 @@ def _typed(value: Any, kind: Any, key: str, source: str) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
-        raise GradnasError(f"{source}: {key} must be {_KINDS[kind]}, got {value!r}")
+        raise GradnasError(f"{source}: {key} must be {_KINDS[kind]}, got {value!r}"[:300])
+    if kind is int and abs(value) > MAX_INT:
+        raise GradnasError(f"{source}: {key} must fit in 64 bits, got {str(value)[:20]}...")
     return value
 
 
@@ -253,6 +284,7 @@ def check_config(config: SearchConfig) -> None:
     if config.ops is not None:
         _check_ops(config)
     _check_cell(config)
+    check_sizes(config.layers, config.steps, config.image_size)
     if config.order not in (1, 2):
         raise GradnasError(f"order must be 1 or 2, got {config.order}")
     if config.cuda_graph not in CUDA_GRAPH_MODES:
@@ -283,6 +315,7 @@ def check_config(config: SearchConfig) -> None:
 
 def _check_ops(config: SearchConfig) -> None:
     from .spaces import SPACES
+    from .spaces.ops import check_op_shape
 
     known = SPACES[config.space].ops.names()
     unknown = [op for op in config.ops if op not in known]
@@ -292,6 +325,9 @@ def _check_ops(config: SearchConfig) -> None:
         raise GradnasError(f"ops lists an op twice: {' '.join(config.ops)}")
     if not set(config.ops) - {"none"}:
         raise GradnasError("ops needs at least one op besides none: a cell of none alone computes nothing")
+    space = SPACES[config.space]
+    for op in sorted(set(config.ops) - set(space.default_ops)):  # a user's op: its output must fit the edge's sum
+        check_op_shape(config.space, op, (1, 2) if space.reduction_cell else (1,))
 
 
 def _check_cell(config: SearchConfig) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .errors import GradnasError
+from .limits import MAX_CELLS, MAX_NODES, check_parsed, check_text, parse_error, read_text
 from .registry import Registry
 from .rundir import write_atomic
 from .spaces import SPACES, SearchSpace
@@ -92,8 +93,8 @@ def validate(g: Genotype, where: str = "genotype") -> Genotype:
     if g.cells is not None:
         if not space.per_cell:
             raise GradnasError(f"{where}: {g.space} genotypes have no per-cell form")
-        if not g.cells:
-            raise GradnasError(f"{where}: per-cell genotype with no cells")
+        if not 0 < len(g.cells) <= MAX_CELLS:
+            raise GradnasError(f"{where}: per-cell genotype with {len(g.cells)} cells; it needs 1..{MAX_CELLS}")
         named += [(f"cell {i}", c) for i, c in enumerate(g.cells)]
     for name, cell in named:
         _validate_cell(cell, space, f"{where}: {name}")
@@ -102,6 +103,8 @@ def validate(g: Genotype, where: str = "genotype") -> Genotype:
 
 def _validate_cell(cell: CellGenotype, space: SearchSpace, where: str) -> None:
     fmt = space.cell
+    if len(cell.nodes) > MAX_NODES:
+        raise GradnasError(f"{where}: {len(cell.nodes)} nodes; gradnas reads cells of at most {MAX_NODES}")
     first, want_nodes = fmt.first_node, fmt.num_nodes
     if not cell.nodes or want_nodes is not None and len(cell.nodes) != want_nodes:
         expected = f"{want_nodes} (nodes {first}..{first + want_nodes - 1})" if want_nodes else "at least one"
@@ -236,6 +239,8 @@ def parse_darts(text: str) -> Genotype:
         call = ast.parse(text.strip(), mode="eval").body
     except SyntaxError as e:
         raise GradnasError(f"{where}: invalid syntax at column {e.offset}: {e.msg}") from None
+    except (RecursionError, MemoryError) as err:
+        raise parse_error(err, where) from None
     if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "Genotype"):
         raise GradnasError(f"{where}: expected Genotype(normal=..., normal_concat=..., reduce=..., reduce_concat=...)")
     if len(call.args) > len(_TEXT_FIELDS):
@@ -257,13 +262,16 @@ def _literal(node: ast.expr, where: str) -> object:
     # The original code writes concat as range(2, 6): the one call allowed, with integer literals only.
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range":
         bounds = [a.value for a in node.args if isinstance(a, ast.Constant) and type(a.value) is int]
-        if node.keywords or not 1 <= len(bounds) == len(node.args) <= 3:
-            raise GradnasError(f"{where}: range(...) takes 1 to 3 integer literals")
+        if node.keywords or not 1 <= len(bounds) == len(node.args) <= 3 or 0 in bounds[2:]:
+            raise GradnasError(f"{where}: range(...) takes 1 to 3 integer literals (a step other than 0)")
+        if len(range(*bounds)) > MAX_NODES:  # a concat names nodes: no more than a cell may have
+            raise GradnasError(f"{where}: range(...) spans more than {MAX_NODES} nodes")
         return list(range(*bounds))
     try:
-        return ast.literal_eval(node)
+        value = ast.literal_eval(node)
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         raise GradnasError(f"{where}: not a literal: {ast.unparse(node)[:60]}") from None
+    return check_parsed(value, where)
 
 
 def _text_cell(pairs: object, concat: object, where: str) -> CellGenotype:
@@ -299,7 +307,7 @@ def parse_arch_string(text: str) -> Genotype:
         pairs = []
         for k, piece in enumerate(chunk[1:-1].split("|"), 1):
             op, tilde, src = piece.partition("~")
-            if not (tilde and src.isascii() and src.isdigit()):
+            if not (tilde and src.isascii() and src.isdigit() and len(src) <= 4):
                 raise GradnasError(f"{where}: node {n}, pair {k}: {piece!r} is not op~source")
             pairs.append((op, int(src)))
         nodes.append(tuple(pairs))
@@ -392,14 +400,13 @@ def save_genotype(g: Genotype, path: str | Path) -> Path:
 
 def load_genotype(path: str | Path) -> Genotype:
     path = Path(path)
+    text = read_text(path, "genotype file")
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise GradnasError(f"{path}: cannot read genotype file ({getattr(e, 'strerror', None) or e})") from None
-    try:
-        d = json.loads(text)
+        d = check_parsed(json.loads(text), str(path))
     except json.JSONDecodeError as e:
         raise GradnasError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    except (RecursionError, MemoryError) as err:
+        raise parse_error(err, f"genotype file {path}") from None
     return genotype_from_dict(d, str(path))
 
 
@@ -408,7 +415,7 @@ def load_genotype(path: str | Path) -> Genotype:
 def parse_genotype(spec: str) -> Genotype:
     """A published name, a genotype JSON file, a run directory holding genotype.json, a DARTS text form or
     an NB201 arch string."""
-    text = spec.strip()
+    text = check_text(spec, "genotype").strip()
     if text.lower() in PUBLISHED:
         return PUBLISHED[text.lower()]
     form = next((TEXT_FORMS[name] for name in TEXT_FORMS if text.startswith(TEXT_FORMS[name].prefix)), None)

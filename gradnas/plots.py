@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from .errors import GradnasError
+from .errors import GradnasError, first_line
 from .extras import require
 from .genotypes import SHORT_NAMES
+from .limits import check_parsed
 from .spaces import SPACES
 
 MAX_EPOCH_PANELS = 6  # heat-maps shown over the run: the first, the last and evenly spaced ones between
@@ -49,14 +49,30 @@ def read_run(run: str | Path) -> tuple[str, tuple[str, ...], list[dict[str, Any]
     log, config = run / "log.jsonl", run / "config.yaml"
     if not log.is_file() or not config.is_file():
         raise GradnasError(f"{run} is not a search run directory (no log.jsonl and config.yaml)")
-    cfg = yaml.safe_load(config.read_text()) or {}
+    from .config import read_config_file  # the configuration imports the search, which imports this module
+
+    cfg = read_config_file(config)
     space = cfg.get("space", "darts")
-    if space not in SPACES:
+    if not isinstance(space, str) or space not in SPACES:
         raise GradnasError(f"{config}: unknown search space {space!r}")
-    history = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    try:
+        lines = log.read_text().splitlines()  # one record per epoch: no bound on its length beyond the run's
+    except UnicodeDecodeError as err:
+        raise GradnasError(f"{log} is not UTF-8 text (byte {err.start})") from None
+    history = [_record(line, f"{log}, line {n}") for n, line in enumerate(lines, 1) if line.strip()]
     if not history:
         raise GradnasError(f"{log} has no epochs yet")
     return space, tuple(cfg.get("ops") or SPACES[space].default_ops), history, cfg.get("steps")
+
+
+def _record(line: str, where: str) -> dict[str, Any]:
+    try:
+        record = check_parsed(json.loads(line), where)
+    except (ValueError, RecursionError) as err:
+        raise GradnasError(f"{where} is not a JSON record ({first_line(err, 80)})") from None
+    if not isinstance(record, dict):
+        raise GradnasError(f"{where} is not a JSON record")
+    return record
 
 
 def weight_matrices(arch: dict[str, Any], n_edges: int, n_ops: int) -> dict[str, np.ndarray]:
@@ -141,9 +157,8 @@ def _norm(s: Series, arrays: list[np.ndarray]):
 
 
 def _cmap():
-    cmap = require("matplotlib", "plotting").colormaps["viridis"].copy()
-    cmap.set_bad("0.85")  # removed ops (NaN) and, on a log scale, zeros
-    return cmap
+    # grey for removed ops (NaN) and, on a log scale, zeros
+    return require("matplotlib", "plotting").colormaps["viridis"].with_extremes(bad="0.85")
 
 
 def _panel(ax, m: np.ndarray, s: Series, norm, title: str, annotate: bool, ticks: bool, fontsize: float) -> Any:

@@ -3,6 +3,7 @@ it dispatches, and a guard against host synchronisation inside it."""
 from __future__ import annotations
 
 import collections
+import os
 from typing import Any, Callable, Iterable
 
 import torch
@@ -54,9 +55,46 @@ def state_bytes(*modules_or_optimizers: Any) -> int:
     return total
 
 
+def device_memory(device: torch.device) -> int:
+    """All the memory of ``device`` (a GPU's, or the machine's for the CPU), in bytes."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[1]
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_fits(build: Callable[[], nn.Module], batch: tuple[int, ...], device: torch.device,
+               what: str) -> tuple[int, int]:
+    """Size ``build()`` and one training forward of a ``batch``-shaped input on the meta device, allocating
+    nothing, and refuse with one line what could not fit in ``device``'s memory: weights with their gradients
+    and optimiser state, plus the activations saved for the backward (every saved tensor counted, an upper
+    bound). A model the meta device cannot run is sized by its weights alone. Returns the bytes of the weights
+    and of the activations."""
+    with torch.device("meta"):
+        model = build()
+        weights = sum(p.numel() * p.element_size() for p in model.parameters())
+        saved = [0]
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            saved[0] += t.numel() * t.element_size()
+            return t
+
+        try:
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                model.train()(torch.empty(batch))
+        except Exception:  # an op without a meta kernel, a user's op: the weights are still a bound
+            saved[0] = 0
+    need, have = 3 * weights + saved[0], device_memory(device)
+    if need > have:
+        raise GradnasError(f"{what} would need about {format_bytes(need)} ({format_bytes(weights)} of weights, "
+                           f"{format_bytes(saved[0])} of activations at batch {batch[0]}), more than the "
+                           f"{format_bytes(have)} of {device.type} memory: pass a smaller --batch-size, --channels, "
+                           "--layers or --image-size")
+    return weights, saved[0]
+
+
 def format_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
             return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
         n /= 1024
     raise AssertionError("unreachable")

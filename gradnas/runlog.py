@@ -13,7 +13,7 @@ import torch
 from . import __version__
 from .errors import GradnasError
 from .extras import require
-from .rundir import write_atomic
+from .rundir import record, write_atomic
 
 log = logging.getLogger("gradnas")
 
@@ -49,8 +49,8 @@ class RunLog:
                  images: Callable[[dict[str, Any]], dict[str, Any]] | None = None):
         self.path = out / "log.jsonl"
         # A resumed run redoes the epochs after its checkpoint: drop their lines if a kill left any.
+        # Written with the first record: setting up writes nothing (an overwritten run is still in place).
         self._lines = [line for line in self._read() if _epoch(line) < resume_epoch]
-        write_atomic(self.path, "".join(line + "\n" for line in self._lines))
         self._tb_dir = out / "tensorboard"
         self._writer = None  # False once TensorBoard turned out to be missing
         self._images = images
@@ -69,6 +69,7 @@ class RunLog:
             else:
                 from torch.utils.tensorboard import SummaryWriter
                 self._writer = SummaryWriter(str(self._tb_dir))
+                record(self._tb_dir)
         return self._writer or None
 
     def write(self, record: dict[str, Any]) -> None:

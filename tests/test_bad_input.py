@@ -6,8 +6,15 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
+import logging
 import shutil
 import stat
+import struct
+import subprocess
+import sys
+import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +26,8 @@ from gradnas.benchmarks.nb201 import decode
 from gradnas.cli import main
 from gradnas.config import resolve_config
 from gradnas.errors import GradnasError
-from gradnas.genotypes import parse_genotype, save_genotype
-from gradnas.rundir import TMP_SUFFIX, RunDir
+from gradnas.genotypes import parse_genotype, reduction_indices, save_genotype
+from gradnas.rundir import PREVIOUS, TMP_SUFFIX, RunDir, read_manifest
 from gradnas.search.checkpoint import load_checkpoint
 from gradnas.search.loop import Searcher, search
 
@@ -144,17 +151,119 @@ def _rerun(command, source):
     return case
 
 
+def _overwrite_with(command, source, *flags, text, data=None):
+    """``--overwrite`` of a finished run with an input that is found bad: the run must stay whole."""
+    def case(tmp, search_run, train_run, table):
+        run = copy(search_run if source == "search" else train_run, tmp)
+        extra = ["--data", str(data(tmp))] if data else []
+        argv = (["search", *TINY_SEARCH, "--epochs", "1"] if command == "search" else
+                ["train", NB201_ARCH, *TINY_TRAIN, "--epochs", "1"])
+        return [*argv, *extra, *flags, "--out", str(run), "--overwrite"], run, text
+    return case
+
+
+def _empty_npz(tmp):
+    np.savez(tmp / "empty.npz")
+    return tmp / "empty.npz"
+
+
+def _users_files(*names, link=False):
+    """A directory that never held a gradnas run, with the user's own files under the names a run writes."""
+    def case(tmp, *_):
+        mine = tmp / "mine"
+        mine.mkdir()
+        (tmp / "elsewhere.txt").write_text("the user's")
+        for name in names:
+            (mine / name).symlink_to(tmp / "elsewhere.txt") if link else (mine / name).write_text("the user's")
+        return ["search", *TINY_SEARCH, "--epochs", "1", "--out", str(mine), "--overwrite"], tmp, names[0]
+    return case
+
+
+def _export_over(name):
+    def case(tmp, search_run, train_run, table):
+        run = copy(train_run, tmp)
+        text = "--overwrite" if "/" not in name else "cannot"
+        return ["export", str(run), "--format", "torchscript", "--out", str(run / name)], run, text
+    return case
+
+
+def _rerun_as(command, source, text):
+    def case(tmp, search_run, train_run, table):
+        run = copy(search_run if source == "search" else train_run, tmp)
+        return [command, "--resume", str(run)], run, text
+    return case
+
+
+def _cut_log(run: Path):
+    with open(run / "log.jsonl", "a") as f:
+        f.write('{"epoch": 1, "arch": [[[')
+    return ["plot", str(run), "--out", str(run / "plots")], run, "line 2 is not a JSON record"
+
+
 def _out_is_a_file(tmp, *_):
     (tmp / "file").write_text("mine")
     return ["search", *TINY_SEARCH, "--out", str(tmp / "file")], tmp, "existing file"
 
 
-def _config(text_, body, command="search"):
+def _config(text_, body: str | bytes, command="search", name="c.yaml"):
     def case(tmp, *_):
-        (tmp / "c.yaml").write_text(body)
+        (tmp / name).write_bytes(body if isinstance(body, bytes) else body.encode())
         head = ["search", *TINY_SEARCH] if command == "search" else ["train", NB201_ARCH, *TINY_TRAIN]
-        return [*head, "--config", str(tmp / "c.yaml"), "--out", str(tmp / "run")], tmp, text_
+        return [*head, "--config", str(tmp / name), "--out", str(tmp / "run")], tmp, text_
     return case
+
+
+def _argv(*argv, text):
+    """Any command line; ``{tmp}`` in an argument is the case's directory."""
+    def case(tmp, *_):
+        return [a.replace("{tmp}", str(tmp)) for a in argv], tmp, text
+    return case
+
+
+def _file(name: str, body: str | bytes, *argv, text):
+    """A file the command line names (``{file}``) or imports (a plugin beside it)."""
+    def case(tmp, *_):
+        (tmp / name).write_bytes(body if isinstance(body, bytes) else body.encode())
+        return [a.replace("{file}", str(tmp / name)).replace("{tmp}", str(tmp)) for a in argv], tmp, text
+    return case
+
+
+def _per_cell_json(cells: int) -> str:
+    cell = {"nodes": [[["skip_connect", 0], ["skip_connect", 1]]] * 4, "concat": [2, 3, 4, 5]}
+    reductions = reduction_indices(cells)
+    return json.dumps({"format": "gradnas-genotype", "version": 1, "space": "darts", "normal": cell, "reduce": cell,
+                       "cells": [{**cell, "reduction": i in reductions} for i in range(cells)]})
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width``×``height`` pixels (PIL refuses it as a decompression bomb)."""
+    ihdr = b"IHDR" + struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    chunk = lambda body: struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body))
+    return b"\x89PNG\r\n\x1a\n" + chunk(ihdr) + chunk(b"IDAT")
+
+
+def _folder_with(bad: str):
+    def make(tmp):
+        _png_folder(tmp)
+        images = tmp / "images"
+        if bad == "bomb":
+            (images / "a" / "0.png").write_bytes(_png_header(100_000, 100_000))
+            return images
+        shutil.copytree(images, tmp / "tiny" / "train")  # train/<class>/, val/images + val_annotations.txt
+        (tmp / "tiny" / "val" / "images").mkdir(parents=True)
+        shutil.copy(images / "b" / "1.png", tmp / "tiny" / "val" / "images" / "x.png")
+        (tmp / "tiny" / "val" / "val_annotations.txt").write_text("x.png\tb\t0\t0\t8\t8\nx.png\n")
+        return tmp / "tiny"
+    return make
+
+
+def _npz_shape(shape):
+    def make(tmp):
+        g = np.random.default_rng(0)
+        np.savez(tmp / "d.npz", x_train=g.integers(0, 256, (32, *shape), dtype=np.uint8), y_train=np.arange(32) % 4,
+                 x_test=g.integers(0, 256, (8, *shape), dtype=np.uint8), y_test=np.arange(8) % 4)
+        return tmp / "d.npz"
+    return make
 
 
 def _flags(*flags, text, space="nb201"):
@@ -197,6 +306,14 @@ def _other_space(state):
     state["config"].update(space="darts", layers=2)
 
 
+def _other_space_everywhere(tmp, search_run, *rest):
+    """The checkpoint and config.yaml both say darts; the weights are NB201's."""
+    argv, run, _ = _checkpoint_edit(_other_space, "")(tmp, search_run, *rest)
+    text = (run / "config.yaml").read_text().replace("space: nb201", "space: darts").replace("layers: 1", "layers: 2")
+    (run / "config.yaml").write_text(text)
+    return argv, run, "does not fit"
+
+
 def _model_edit(edit, text):
     def case(tmp, search_run, train_run, table):
         run = copy(train_run, tmp)
@@ -212,6 +329,24 @@ def _table(body: bytes, text):
         (tmp / "t.csv").write_bytes(body)
         return ["bench", "nb201", NB201_ARCH, "--nb201-table", str(tmp / "t.csv")], tmp, text
     return case
+
+
+def _edited_config(tmp, search_run, *_):
+    run = copy(search_run, tmp)
+    (run / "config.yaml").write_text((run / "config.yaml").read_text().replace("channels: 4", "channels: 8"))
+    return ["search", "--resume", str(run)], run, "--channels cannot change"
+
+
+def _env_table(tmp, *_):
+    (tmp / "t.csv").write_bytes(b"\x00\x01PK\x03\x04" + bytes(range(256)))
+    return ["search", *TINY_SEARCH, "--out", str(tmp / "run")], tmp, "t.csv"
+
+
+_env_table.env = {"GRADNAS_NB201_TABLE": "{tmp}/t.csv"}
+
+
+def _nan_weight(state):
+    next(v for v in state["model"].values() if v.is_floating_point()).view(-1)[0] = float("nan")
 
 
 def _search_table(tmp, *_):
@@ -251,11 +386,27 @@ CASES = {
     "resume and overwrite at once": _resume_with("--overwrite", text="pass one of them"),
     "resume with a NaN lr": _resume_with("--lr", "nan", text="lr must be a finite number"),
     "resume with a config file that changes the width": _resume_config("channels: 8\n", "--channels cannot change"),
+    "resume with a hand-edited config.yaml": _edited_config,
+    "search --resume of a training run": _rerun_as("search", "train", "holds a train run"),
+    "train --resume of a search run": _rerun_as("train", "search", "holds a search run"),
+    "a checkpoint holding a NaN weight": _checkpoint_edit(_nan_weight, "damaged or edited"),
+    "a bad NB201 table named by the environment": _env_table,
     # overwrites and concurrent writers
     "search into a run directory": _rerun("search", "search"),
     "train into a run directory": _rerun("train", "train"),
     "search into a training run": _rerun("search", "train"),
     "a second writer": _locked,
+    "search --overwrite with a missing --data": _overwrite_with("search", "search", text="nowhere.npz",
+                                                                data=lambda t: t / "nowhere.npz"),
+    "search --overwrite with an empty .npz": _overwrite_with("search", "search", text="empty.npz", data=_empty_npz),
+    "train --overwrite with an empty .npz": _overwrite_with("train", "train", text="empty.npz", data=_empty_npz),
+    "search --overwrite with too wide a batch": _overwrite_with("search", "search", "--batch-size", "5000",
+                                                                text="batch size"),
+    "--overwrite of a user's checkpoint.pt and log.jsonl": _users_files("checkpoint.pt", "log.jsonl"),
+    "--overwrite of a user's symlink named log.jsonl": _users_files("log.jsonl", link=True),
+    "--overwrite of a user's cell_normal.png": _users_files("cell_normal.png"),
+    "export over the run's model.pt": _export_over("model.pt"),
+    "export over the run's checkpoint": _export_over("train_checkpoint.pt"),
     # disk
     "out is an existing file": _out_is_a_file,
     "read-only file system": _fault(OSError(errno.EROFS, "Read-only file system"), "Read-only file system"),
@@ -269,6 +420,17 @@ CASES = {
     "seed: 1.5": _config("seed must be an integer", "seed: 1.5\n"),
     "layers: true": _config("layers must be an integer", "layers: true\n"),
     "unknown option in a file": _config("unknown option(s): epoch", "epoch: 3\n"),
+    "a YAML key given twice": _config("the key 'epochs' is repeated (line 2)", "epochs: 1\nepochs: 2\n"),
+    "a JSON key given twice": _config("the key 'epochs' is repeated", '{"epochs": 1, "epochs": 2}', name="c.json"),
+    "a config nested 10,000 deep": _config("nested", "a: " + "[" * 10_000 + "]" * 10_000 + "\n"),
+    "a JSON config nested 100,000 deep": _config("nested", "[" * 100_000 + "]" * 100_000, name="c.json"),
+    "a config nested 20 deep": _config("nested more than 16", "a: " + "[" * 20 + "]" * 20 + "\n"),
+    "a non-UTF-8 config": _config("not UTF-8", b"epochs: \xff\xfe\n"),
+    "a config of aliases (a billion laughs)": _config("more than 100,000 values", "a: &a [x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8))),
+    "an integer of 40 digits in a config": _config("does not fit in 64 bits", "seed: " + "9" * 40 + "\n"),
+    "an integer of 40 digits as a flag": _argv("search", *TINY_SEARCH, "--seed", "9" * 40, "--out", "{tmp}/run",
+                                               text="seed must fit in 64 bits"),
     "train epochs: ten": _config("epochs must be an integer", "epochs: ten\n", "train"),
     "train auxiliary: 'no'": _config("auxiliary must be true or false", "auxiliary: 'no'\n", "train"),
     "train lr: nan": _config("lr must be a finite number", "lr: .nan\n", "train"),
@@ -285,14 +447,64 @@ CASES = {
     "--ops none (nb201)": _flags("--ops", "none", text="at least one op besides none"),
     "--ops unknown": _flags("--ops", "sep_conv_3x3", text="unknown nb201 op"),
     "--order 2, single-level": _flags("--method", "is-darts", "--order", "2", text="order 2 applies to the bilevel"),
+    # sizes, checked before anything of their size is built
+    "--dry-run of 10⁶ channels": _flags("--channels", "1000000", "--dry-run", text="more than the"),
+    "10⁶ channels": _flags("--channels", "1000000", text="out of memory"),
+    "--layers 10⁵": _flags("--layers", "100000", "--dry-run", text="layers must be at most 100"),
+    "--steps 1,000": _flags("--steps", "1000", "--dry-run", text="steps must be at most 64", space="darts"),
+    "--image-size 10⁵": _flags("--image-size", "100000", "--dry-run", text="image_size must be at most 4,096"),
+    "train --image-size 10⁵": _argv("train", NB201_ARCH, *TINY_TRAIN, "--image-size", "100000", "--out", "{tmp}/run",
+                                    text="image_size must be at most 4,096"),
+    # genotypes, in every form a command reads
+    "a genotype JSON nested 100,000 deep": _file("g.json", "[" * 100_000 + "]" * 100_000, "show", "{file}",
+                                                 text="nested"),
+    "a genotype JSON of 200 cells": _file("g.json", _per_cell_json(200), "show", "{file}", text="200 cells; it needs 1..100"),
+    "a genotype file that is not UTF-8": _file("g.json", b"\xff\xfe{}", "show", "{file}", text="not UTF-8"),
+    "a text form with range(10**12)": _argv("show", "Genotype(normal=[('skip_connect', 0)] * 8, normal_concat="
+                                            "range(10**12), reduce=[], reduce_concat=[])", text="not a literal"),
+    "a text form with range(0, 10**12)": _argv("show", f"Genotype(normal={[('skip_connect', 0)] * 8}, normal_concat="
+                                               "range(0, 1000000000000), reduce=[], reduce_concat=[])",
+                                               text="spans more than 64 nodes"),
+    "a text form nested 10,000 deep": _argv("show", "Genotype(normal=" + "[" * 10_000 + "]" * 10_000 +
+                                            ", normal_concat=[], reduce=[], reduce_concat=[])", text="DARTS genotype"),
+    "a text form of 500 nodes": _argv("show", "Genotype(normal=" + repr([("skip_connect", 0)] * 1000) +
+                                      ", normal_concat=[2], reduce=" + repr([("skip_connect", 0)] * 8) +
+                                      ", reduce_concat=[2])", text="500 nodes"),
+    "an arch string with a 5,000-digit source": _argv("show", "|nor_conv_3x3~" + "9" * 5000 + "|", text="op~source"),
+    "a genotype spec of 2 MB": _argv("show", "|" + "x" * (2 << 20), text="longer than 1 MiB"),
+    # plugins
+    "a plugin with a syntax error": _file("bad_syntax_plugin.py", "def (:\n", "--plugin", "bad_syntax_plugin",
+                                          "show", "darts_v2", text="invalid syntax"),
+    "a plugin that raises": _file("raising_plugin.py", "raise RuntimeError('boom')\n", "--plugin", "raising_plugin",
+                                  "show", "darts_v2", text="RuntimeError: boom"),
+    "a plugin re-registering an op": _file("twice_plugin.py", "from gradnas.spaces import OPS\n"
+                                           "OPS['nb201'].register('skip_connect')(lambda *a: None)\n",
+                                           "--plugin", "twice_plugin", "show", "darts_v2", text="registered twice"),
+    "a plugin op of the wrong output shape": _file("shape_plugin.py", "import torch.nn as nn\nfrom gradnas.spaces import OPS\n"
+                                                   "OPS['nb201'].register('halving_op')(lambda C, s, a, g: nn.AvgPool2d(2))\n",
+                                                   "--plugin", "shape_plugin", "search", *TINY_SEARCH, "--ops", "none",
+                                                   "skip_connect", "halving_op", "--out", "{tmp}/run",
+                                                   text="maps a 2×4×8×8 input at stride 1 to 2×4×4×4"),
+    "plot of a log with a cut line": lambda tmp, search_run, *_: _cut_log(copy(search_run, tmp)),
+    # the command line and the file system
+    "a flag of the wrong type": _argv("search", "--epochs", "many", text="invalid int value: 'many'"),
+    "an unknown flag": _argv("train", "--no-such-flag", "3", text="unrecognized arguments"),
+    "an --out name too long for the file system": _argv("search", *TINY_SEARCH, "--out", "{tmp}/" + "x" * 300,
+                                                        text="File name too long"),
+    "export below a file": _export_over("model.pt/deeper.pt"),
+    "show another genotype into a run directory": lambda tmp, search_run, *_: (
+        ["show", NB201_ARCH, "--out", str(copy(search_run, tmp))], tmp / search_run.name, "its own genotype's"),
     # data
-    "a label of 10⁹": _data(lambda t: npz(t / "big.npz", labels=[0, 1, 2, 10 ** 9] * 8), "2 <= K <= 100,000"),
+    "a decompression bomb in an image folder": _data(_folder_with("bomb"), "could be decompression bomb"),
+    "an annotation row without a class": _data(_folder_with("annotations"), "val_annotations.txt, line 2"),
+    "non-square images": _data(_npz_shape((1, 8, 6)), "not square"),
+    "an ambiguous array layout": _data(_npz_shape((3, 8, 3)), "could both be the channels"),    "a label of 10⁹": _data(lambda t: npz(t / "big.npz", labels=[0, 1, 2, 10 ** 9] * 8), "2 <= K <= 100,000"),
     "1×1 images": _data(lambda t: npz(t / "tiny.npz", size=1), "1×1 images do not fit"),
     "a PNG cut after its header": _data(_png_folder, "cannot decode image"),
     "one class": _data(lambda t: npz(t / "one.npz", labels=[3] * 32), "single class"),
     "one class (train)": _data(lambda t: npz(t / "one.npz", labels=[0] * 32), "single class", "train"),
     # checkpoints and model files
-    "checkpoint from another space": _checkpoint_edit(_other_space, "does not fit"),
+    "checkpoint from another space": _other_space_everywhere,
     "checkpoint without optimizer": _checkpoint_edit(lambda s: s.pop("optimizer"), "lacks optimizer"),
     "checkpoint with an unknown option": _checkpoint_edit(lambda s: s["config"].update(warp=1), "does not know: warp"),
     "checkpoint with a mistyped option": _checkpoint_edit(lambda s: s["config"].update(epochs="1"),
@@ -314,6 +526,9 @@ CASES = {
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input(name, tmp_path, search_run, train_run, table, capsys, monkeypatch):
     case = CASES[name]
+    monkeypatch.syspath_prepend(str(tmp_path))  # where a case's plugin lies
+    for key, value in getattr(case, "env", {}).items():
+        monkeypatch.setenv(key, value.replace("{tmp}", str(tmp_path)))
     argv, directory, text = case(tmp_path, search_run, train_run, table)
     if getattr(case, "fault", None) is not None:  # the file system fails at the first write
         def failing(*args, **kwargs):
@@ -332,6 +547,41 @@ def test_bad_input(name, tmp_path, search_run, train_run, table, capsys, monkeyp
     assert {k: after.get(k) for k in before} == before, "a file of the run directory changed"
     assert not (tmp_path / "pwned").exists()
     assert not list(directory.rglob(f"*{TMP_SUFFIX}"))
+
+
+def test_a_hand_edited_config_yaml_changes_what_may_change(search_run, tmp_path):
+    run = copy(search_run, tmp_path)
+    (run / "config.yaml").write_text((run / "config.yaml").read_text().replace("epochs: 1\n", "epochs: 2\n"))
+    assert main(["search", "--resume", str(run)]) == 0
+    assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 2
+
+
+def test_show_without_the_plot_extra_prints_the_genotype_and_one_line(tmp_path, monkeypatch, capsys):
+    def missing(module, feature):
+        raise GradnasError(f"{feature} needs the plot extra: pip install 'gradnas[plot]'")
+
+    monkeypatch.setattr("gradnas.extras.require", missing)
+    assert main(["show", "darts_v2", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("Genotype(normal=") and "parameters" in out[-2]
+    assert out[-1] == "diagrams: drawing cell diagrams needs the plot extra: pip install 'gradnas[plot]'"
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_library_warning_is_one_line_under_verbose_only(tmp_path, monkeypatch, capsys, caplog):
+    (tmp_path / "warning_plugin.py").write_text("import warnings\nwarnings.warn('deprecated\\nsecond line', "
+                                                "DeprecationWarning)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        assert main(["--plugin", "warning_plugin", "show", "nb201_is_darts"]) == 0
+    assert capsys.readouterr().err == ""
+    monkeypatch.delitem(sys.modules, "warning_plugin")
+    caplog.set_level(logging.INFO, logger="gradnas")  # what -v sets where pytest leaves logging alone
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        assert main(["-v", "--plugin", "warning_plugin", "show", "nb201_is_darts"]) == 0
+    assert caplog.messages == ["warning (DeprecationWarning): deprecated"]
 
 
 @pytest.mark.parametrize("call, text", [
@@ -428,6 +678,31 @@ def test_overwrite_replaces_the_previous_run(search_run, tmp_path):
     assert main(["search", *TINY_SEARCH, "--epochs", "2", "--seed", "1", "--out", str(run), "--overwrite"]) == 0
     assert load_checkpoint(run / "checkpoint.pt")["config"]["seed"] == 1
     assert len((run / "log.jsonl").read_text().splitlines()) == 2 and (run / "mine.txt").read_text() == "kept"
+    assert not (run / PREVIOUS).exists() and "mine.txt" not in read_manifest(run)
+    assert {"checkpoint.pt", "log.jsonl", "genotype.json", "config.yaml"} <= set(read_manifest(run))
+
+
+@pytest.mark.parametrize("command", ["search", "train"])
+def test_an_overwrite_that_fails_before_its_first_checkpoint_puts_the_run_back(command, search_run, train_run,
+                                                                             tmp_path, capsys):
+    run = copy(search_run if command == "search" else train_run, tmp_path)
+    before = snapshot(run)
+    start = ["search", *TINY_SEARCH] if command == "search" else ["train", NB201_ARCH, *TINY_TRAIN]
+    code = main([*start, "--steps-per-epoch", "2", "--epochs", "1", "--lr", "1e8", "--out", str(run), "--overwrite"])
+    assert "non-finite" in assert_one_line(code, capsys.readouterr().err)
+    assert snapshot(run) == before and not (run / PREVIOUS).exists()
+
+
+def test_an_overwrite_killed_before_its_first_checkpoint_is_undone_at_the_next_start(search_run, tmp_path):
+    run = copy(search_run, tmp_path)
+    before = snapshot(run)
+    killed = (f"import os; from gradnas.rundir import RunDir, write_atomic; d = RunDir({str(run)!r}, overwrite=True); "
+              f"d.set_aside(); write_atomic(d.path / 'config.yaml', 'new'); write_atomic(d.path / 'env.json', '{{}}'); "
+              "os._exit(9)")
+    assert subprocess.run([sys.executable, "-c", killed], cwd=Path(__file__).parents[1]).returncode == 9
+    assert (run / PREVIOUS / "checkpoint.pt").is_file() and (run / "config.yaml").read_text() == "new"
+    RunDir(run, resume=True).release()
+    assert snapshot(run) == before and not (run / PREVIOUS).exists()
 
 
 def test_lock_is_held_for_the_run_and_released_after(tmp_path, monkeypatch):

@@ -42,7 +42,7 @@ def test_image_size_resizes_any_source():
 
 
 def _arrays(rng, layout: str) -> dict[str, np.ndarray]:
-    shape = {"nchw": (3, 5, 6), "nhwc": (5, 6, 3), "gray": (5, 6)}[layout]
+    shape = {"nchw": (3, 6, 6), "nhwc": (6, 6, 3), "gray": (6, 6)}[layout]
     return dict(x_train=rng.integers(0, 256, (7, *shape), dtype=np.uint8), y_train=np.array([0, 1, 2, 0, 1, 2, 4]),
                 x_test=rng.integers(0, 256, (3, *shape), dtype=np.uint8), y_test=np.array([1, 0, 2]))
 
@@ -68,7 +68,7 @@ def test_npz_errors(tmp_path):
     np.savez(tmp_path / "float.npz", **{**a, "x_train": a["x_train"] / 255})
     with pytest.raises(GradnasError, match="uint8"):
         load_dataset(str(tmp_path / "float.npz"))
-    np.savez(tmp_path / "shape.npz", **{**a, "x_train": a["x_train"].reshape(7, 6, 5, 3)[:, :, :4]})
+    np.savez(tmp_path / "shape.npz", **{**a, "x_train": a["x_train"].reshape(7, 6, 6, 3)[:, :, :4]})
     with pytest.raises(GradnasError, match="shape"):
         load_dataset(str(tmp_path / "shape.npz"))
     (tmp_path / "junk.npz").write_bytes(b"not a zip")

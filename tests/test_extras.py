@@ -72,7 +72,6 @@ def test_a_search_runs_without_plot_and_tensorboard(tmp_path, monkeypatch, caplo
 
 
 @pytest.mark.parametrize("package, argv, extra", [
-    ("matplotlib", ["show", "darts_v2", "--out", "{tmp}"], "plot"),
     ("matplotlib", ["plot", "{run}"], "plot"),
     ("PIL", ["search", "--data", "{tmp}/a", "--epochs", "1"], "images"),
 ])

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import GradnasError
+from ..errors import GradnasError, first_line
+from ..limits import check_sizes, read_text
 from ..extras import missing_extra
 
 Stats = tuple[tuple[float, ...], tuple[float, ...]]
@@ -65,6 +66,7 @@ def load_dataset(spec: str = "digits", root: str | Path | None = None, download:
     square side."""
     if image_size is not None and image_size < 1:
         raise GradnasError(f"image_size must be a positive number of pixels, got {image_size}")
+    check_sizes(1, image_size=image_size)
     key = spec.lower().replace("-", "")
     if key == "digits":
         parts = _digits()
@@ -87,6 +89,9 @@ def load_dataset(spec: str = "digits", root: str | Path | None = None, download:
     _check_labels(name, y_train, y_test, num_classes)
     if image_size is not None and x_train.shape[-2:] != (image_size, image_size):
         x_train, x_test = _resize(x_train, image_size), _resize(x_test, image_size)
+    if x_train.shape[-2] != x_train.shape[-1]:  # the supernets and saved models take a square side
+        raise GradnasError(f"{name}: images are {x_train.shape[-2]}×{x_train.shape[-1]}, not square; pass "
+                           "--image-size N to resize them to N×N")
     mean, std = stats or _channel_stats(x_train)
     # 1/8 of the side: CIFAR's 4 px at 32 px, ImageNet16's 2 px at 16 px, 1 px for 8 px digits.
     return ImageDataset(name, x_train, y_train, x_test, y_test, num_classes, mean, std,
@@ -248,6 +253,9 @@ def _as_nchw(x: np.ndarray, where: str) -> torch.Tensor:
         x = x.astype(np.uint8)
     if x.ndim == 3:  # N×H×W grayscale
         x = x[:, None]
+    elif x.ndim == 4 and x.shape[1] in (1, 3) and x.shape[3] in (1, 3) and x.shape[1:] != (1, 1, 1):
+        raise GradnasError(f"{where} has shape {x.shape}: axis 1 and axis 3 could both be the channels; "
+                           "store it as N×C×H×W or N×H×W×C with images larger than 3×3")
     elif x.ndim == 4 and x.shape[1] not in (1, 3) and x.shape[3] in (1, 3):  # NHWC: channels last
         x = x.transpose(0, 3, 1, 2)
     elif x.ndim != 4 or x.shape[1] not in (1, 3):
@@ -272,7 +280,7 @@ def _image_folder(root: Path, image_size: int | None) -> Parts:
     (Tiny-ImageNet's ``val/images`` + ``val_annotations.txt`` too), or ``<class>/…`` with every fifth image
     of each class held out as test. Images are decoded with PIL and resized to a square side."""
     try:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image
     except ImportError as err:
         raise missing_extra(err, "reading an image folder") from None
 
@@ -287,8 +295,7 @@ def _image_folder(root: Path, image_size: int | None) -> Parts:
         test = [s for i, s in enumerate(train) if i % 5 == 4]
         train = [s for i, s in enumerate(train) if i % 5 != 4]
     elif (test_dir / "val_annotations.txt").is_file():  # Tiny-ImageNet: "<file>\t<class>\t<box>" per line
-        rows = [line.split("\t")[:2] for line in (test_dir / "val_annotations.txt").read_text().splitlines() if line]
-        test = [(test_dir / "images" / f, index[c]) for f, c in rows if c in index]
+        test = _annotations(test_dir, index)
     else:
         unknown = sorted(p.name for p in test_dir.iterdir() if p.is_dir() and p.name not in index)
         if unknown:
@@ -302,8 +309,8 @@ def _image_folder(root: Path, image_size: int | None) -> Parts:
         try:
             with Image.open(path) as im:
                 return im.size, im.mode
-        except (OSError, UnidentifiedImageError) as e:
-            raise GradnasError(f"cannot read image {path}: {e}") from None
+        except Exception as e:  # PIL's decoders raise more than OSError (SyntaxError, DecompressionBombError, ...)
+            raise GradnasError(f"cannot read image {path}: {first_line(e)}") from None
 
     files = [f for f, _ in train + test]
     with ThreadPoolExecutor() as pool:  # decoding and resizing release the GIL
@@ -324,14 +331,24 @@ def _image_folder(root: Path, image_size: int | None) -> Parts:
                     if im.size != (image_size, image_size):
                         im = im.resize((image_size, image_size), Image.Resampling.BILINEAR)
                     return np.asarray(im)
-            except (OSError, ValueError, UnidentifiedImageError) as e:  # e.g. a file cut short after its header
-                raise GradnasError(f"cannot decode image {path}: {e}") from None
+            except Exception as e:  # e.g. a file cut short after its header; PIL's decoders raise many kinds
+                raise GradnasError(f"cannot decode image {path}: {first_line(e)}") from None
 
         pixels = np.stack(list(pool.map(decode, files)))
     x = torch.from_numpy(pixels).reshape(len(files), image_size, image_size, -1).permute(0, 3, 1, 2).contiguous()
     y = torch.tensor([c for _, c in train + test], dtype=torch.int64)
     n = len(train)
     return root.name, x[:n], y[:n], x[n:], y[n:], len(classes), None
+
+
+def _annotations(test_dir: Path, index: dict[str, int]) -> list[tuple[Path, int]]:
+    """Tiny-ImageNet's ``val_annotations.txt``: ``<file>\t<class>\t<box>`` per line; rows of other classes skipped."""
+    path = test_dir / "val_annotations.txt"
+    rows = [line.split("\t") for line in read_text(path, "annotation file").splitlines() if line.strip()]
+    bad = next((n for n, row in enumerate(rows, 1) if len(row) < 2 or Path(row[0]).name != row[0]), None)
+    if bad is not None:
+        raise GradnasError(f"{path}, line {bad}: expected <file>\t<class>[\t<box>]")
+    return [(test_dir / "images" / f, index[c]) for f, c, *_ in rows if c in index]
 
 
 def _images(d: Path) -> list[Path]:

@@ -20,6 +20,8 @@ import torch
 from ..errors import GradnasError
 from ..rundir import write_atomic
 
+#: Which command writes a checkpoint of each name.
+_COMMANDS = {"checkpoint.pt": "search", "train_checkpoint.pt": "train"}
 #: The parts of a state whose floating-point tensors must be finite before it is written.
 CHECKED = ("model", "optimizer", "update")
 
@@ -57,6 +59,11 @@ def load_checkpoint(path: str | Path, required: tuple[str, ...] = ("epoch", "con
     """The state saved at ``path``, which must hold the ``required`` entries; one line for any other file."""
     path = Path(path)
     if not path.is_file():
+        other = next((name for name in _COMMANDS if name != path.name and (path.parent / name).is_file()), None)
+        if other is not None:  # the other command's run: --overwrite would replace it
+            raise GradnasError(f"{path.parent} holds a {_COMMANDS[other]} run ({other}), not a "
+                               f"{_COMMANDS.get(path.name, 'gradnas')} run: resume it with gradnas "
+                               f"{_COMMANDS[other]} --resume {path.parent}")
         early = path.parent.is_dir() and any(path.parent.iterdir())
         raise GradnasError(f"no checkpoint at {path}" + (" (no epoch of its run has finished; unless that run is "
                                                           "still going, start it again with --overwrite)" if early else ""))
@@ -76,6 +83,10 @@ def load_checkpoint(path: str | Path, required: tuple[str, ...] = ("epoch", "con
         raise GradnasError(f"checkpoint {path} lacks {', '.join(missing)}: written by another version or damaged")
     if not isinstance(state["epoch"], int) or not isinstance(state.get("config", {}), dict):
         raise GradnasError(f"checkpoint {path} is not a gradnas checkpoint")
+    bad = nonfinite(state)
+    if bad:  # never written by a run (see save_atomic's callers): lower rates would not help
+        raise GradnasError(f"checkpoint {path} holds a non-finite {bad[0]}; gradnas writes only finite ones, so the "
+                           "file was damaged or edited and cannot be resumed")
     return state
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -16,12 +17,11 @@ from typing import Any, Iterator
 
 import torch
 import torch.nn as nn
-import yaml
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..arch import ARCHITECTURES, EdgeNormalization, GroupAttention
-from ..benchmarks.nb201 import NB201Table, search_report
+from ..benchmarks.nb201 import ENV_VAR as NB201_TABLE_ENV, NB201Table, search_report
 from ..capture import CapturedStep, capture_mode
 from ..config import RESUMABLE, SearchConfig, check_config, resumed_config
 from ..data import (Data, DeviceLoader, ImageDataset, StreamData, StreamLoader, as_image_dataset, load_dataset,
@@ -43,7 +43,7 @@ from ..selection import derive_genotype
 from ..spaces import NB201_OPS, SPACES
 from ..spaces.blocks import drop_running_stats
 from .bilevel import ARCH_UPDATES, weight_step  # noqa: F401  (weight_step: benchmarks and tests call it here)
-from .checkpoint import load_checkpoint, nonfinite, rng_state, save_atomic, seed_everything, set_rng_state
+from .checkpoint import load_checkpoint, nonfinite, rng_state, seed_everything, set_rng_state
 from .hooks import SearchContext, build_hooks
 from .model import SearchModel
 
@@ -180,8 +180,8 @@ class Searcher(RunOwner):
 
     def _setup(self, dataset: Data | None, state: dict[str, Any] | None) -> None:
         config = self.config
-        # A table named explicitly must be sound before the search starts; $GRADNAS_NB201_TABLE only warns at the end.
-        named = SPACES[config.space].benchmark == "nb201" and config.nb201_table
+        # A table named (by the option or $GRADNAS_NB201_TABLE) must be sound before the search starts.
+        named = SPACES[config.space].benchmark == "nb201" and (config.nb201_table or os.environ.get(NB201_TABLE_ENV))
         self.nb201_table = NB201Table.from_path(config.nb201_table) if named else None
         self.data = (search_data(dataset) if dataset is not None
                      else load_dataset(config.data, config.data_root, image_size=config.image_size))
@@ -308,7 +308,6 @@ class Searcher(RunOwner):
     def _run(self) -> SearchResult:
         c, main = self.config, self.dist.is_main
         if main:
-            write_atomic(self.out / "config.yaml", yaml.safe_dump(c.to_dict(), sort_keys=False))
             env = environment(self.device, c.seed, c.deterministic) | {"world_size": self.dist.world_size}
             write_atomic(self.out / "env.json", json.dumps(env, indent=2))
         steps = self.steps
@@ -339,7 +338,7 @@ class Searcher(RunOwner):
                 if main:
                     warn_if_at_chance(self.history, self.data.num_classes, c.epochs)
                     self.log.write(record)
-                    save_atomic(state, self.checkpoint_path)
+                    self.save_checkpoint(state, self.checkpoint_path)
                     log.info("epoch %d/%d %s", epoch + 1, c.epochs, _brief(record))
         finally:
             bar.close()

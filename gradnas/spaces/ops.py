@@ -32,6 +32,26 @@ def build_op(space: str, name: str, C: int, stride: int, affine: bool, conv_grou
     return op[0] if isinstance(op, PoolBN) and not pool_bn else op
 
 
+def check_op_shape(space: str, name: str, strides: tuple[int, ...] = (1, 2)) -> None:
+    """Build op ``name`` of a user's and run it on a small batch at each stride: an output of another shape would
+    otherwise be broadcast into the mixed edge's sum and searched. One line naming the op when it is wrong."""
+    from ..errors import GradnasError, first_line
+
+    C, side = 4, 8
+    for stride in strides:
+        want = (2, C, side // stride, side // stride)
+        try:
+            with torch.no_grad():
+                got = tuple(OPS[space][name](C, stride, True, 1)(torch.rand(2, C, side, side)).shape)
+        except Exception as err:  # the user's code: any failure is theirs to see, in one line
+            raise GradnasError(f"op {name!r} fails on a 2×{C}×{side}×{side} input at stride {stride}: "
+                               f"{type(err).__name__}: {first_line(err)}") from None
+        if got != want:
+            raise GradnasError(f"op {name!r} maps a 2×{C}×{side}×{side} input at stride {stride} to "
+                               f"{'×'.join(map(str, got))}; ops must map C to C channels at the given stride "
+                               f"({'×'.join(map(str, want))})")
+
+
 class ReLUFirst(nn.Module):
     """An op of the form ``body(relu(x))``; ``body`` is exposed so a shared ReLU can feed it."""
 

@@ -19,6 +19,7 @@ import torch.nn as nn
 from ..errors import GradnasError
 from ..extras import missing_extra
 from ..models.saved import SavedModel, read_model
+from ..rundir import atomic_path, run_file
 
 FORMATS = ("torchscript", "onnx")
 
@@ -41,17 +42,28 @@ class Export:
     meta: dict[str, Any]        # the model's input description: in_channels, image_size, mean, std, ...
 
 
-def export_model(source: str | Path, fmt: str, out: str | Path) -> Export:
-    """Export the trained model of a run directory or model file to ``out`` in format ``fmt``."""
+def export_model(source: str | Path, fmt: str, out: str | Path, overwrite: bool = False) -> Export:
+    """Export the trained model of a run directory or model file to ``out`` in format ``fmt``, atomically. A file
+    that a run directory holds (its model, checkpoint, log, ...) is replaced only with ``overwrite``."""
     if fmt not in FORMATS:
         raise GradnasError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
+    out = Path(out).expanduser()
+    if out.is_dir():
+        raise GradnasError(f"--out {out} is a directory; name the file to write")
+    if not overwrite and run_file(out):
+        raise GradnasError(f"{out} is a file of the run in {out.parent}; export elsewhere or pass --overwrite "
+                           "to replace it")
     saved = read_model(source)
     model = Logits(saved.build("cpu")).eval()
-    out = Path(out).expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise GradnasError(f"cannot create {out.parent}: {err.strerror or type(err).__name__}") from None
     example = torch.randn(saved.input_shape(2))
     check = _torchscript if fmt == "torchscript" else _onnx
-    return Export(out, check(model, example, out, saved), saved.meta)
+    with atomic_path(out) as tmp:  # a failed or killed export leaves the file it would replace whole
+        diff = check(model, example, tmp, saved)
+    return Export(out, diff, saved.meta)
 
 
 def _check_input(saved: SavedModel) -> torch.Tensor:

@@ -32,6 +32,7 @@ from typing import Any
 from ..config import CUDA_GRAPH_MODES, given_options
 from ..data import ImageDataset, check_cutout, load_dataset
 from ..errors import GradnasError
+from ..limits import check_sizes
 from ..genotypes import Genotype, parse_genotype, space_of
 from ..registry import Registry
 
@@ -196,6 +197,7 @@ def check_train_config(c: TrainConfig, genotype: Genotype) -> None:
     for name in ("epochs", "batch_size", "channels", "layers", "eval_every", "log_every"):
         if getattr(c, name) < 1:
             raise GradnasError(f"{name} must be at least 1, got {getattr(c, name)}")
+    check_sizes(c.layers, image_size=c.image_size)
     for name in ("lr", "lr_min", "weight_decay", "grad_clip", "auxiliary_weight", "warmup_epochs",
                  "momentum"):
         if getattr(c, name) < 0:

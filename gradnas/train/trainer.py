@@ -23,7 +23,6 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import yaml
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -212,7 +211,6 @@ class Trainer(RunOwner):
         paths = {"genotype": self.out / "genotype.json", "log": self.out / "log.jsonl",
                  "checkpoint": self.checkpoint_path, "config": self.out / "config.yaml"}
         if main:
-            write_atomic(paths["config"], yaml.safe_dump(c.to_dict(), sort_keys=False))
             env = environment(self.device, c.seed, c.deterministic) | {"world_size": self.dist.world_size}
             write_atomic(self.out / "env.json", json.dumps(env, indent=2))
             save_genotype(self.genotype, paths["genotype"])
@@ -244,7 +242,7 @@ class Trainer(RunOwner):
                     continue
                 warn_if_at_chance(self.history, self.data.num_classes, c.epochs)
                 self.log.write(record)
-                save_atomic(state, self.checkpoint_path)
+                self.save_checkpoint(state, self.checkpoint_path)
                 log.info("epoch %d/%d %s", epoch + 1, c.epochs,
                          " ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
         finally:
