@@ -5,6 +5,7 @@ from .attention import GroupAttention
 from .base import Architecture, CellModifier, CellWeights
 from .dnas import DecoupledPsi, zero_one_loss
 from .edge_norm import EdgeNormalization
+from .gumbel import GumbelSoftmax, HardGumbel
 from .masks import BinaryMasks
 from .softmax import PerCellSoftmax, SoftmaxAlpha
 
@@ -13,9 +14,11 @@ ARCHITECTURES.register("softmax")(SoftmaxAlpha)
 ARCHITECTURES.register("per-cell-softmax")(PerCellSoftmax)
 ARCHITECTURES.register("dnas")(DecoupledPsi)
 ARCHITECTURES.register("masks")(BinaryMasks)
+ARCHITECTURES.register("gumbel")(GumbelSoftmax)
+ARCHITECTURES.register("gumbel-hard")(HardGumbel)
 
 __all__ = ["ARCHITECTURES", "Architecture", "BinaryMasks", "CellModifier", "CellWeights", "DecoupledPsi",
-           "EdgeNormalization", "GroupAttention", "PerCellSoftmax", "SoftmaxAlpha", "zero_one_loss"]
+           "EdgeNormalization", "GroupAttention", "GumbelSoftmax", "HardGumbel", "PerCellSoftmax", "SoftmaxAlpha", "zero_one_loss"]
 
 
 declare(

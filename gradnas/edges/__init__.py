@@ -67,5 +67,5 @@ declare(
     Option("conv_groups", int, 1, 'G-DARTS-A: groups g of every conv inside the candidate ops'),
     Option("executor", str, "per-edge",
            "per-edge (reference) or batched: all edges leaving a node computed together, same results "
-           "(compile, and random partial channels with channel groups, fall back to per-edge)"),
+           "(compile, GDAS, and random partial channels with channel groups, fall back to per-edge)"),
 )
