@@ -3,7 +3,7 @@
 Every forward draws one sample per cell type, shared by the cells of that type: with Gumbel noise g,
 p = softmax((log_softmax(α) + g) / τ). SNAS weighs every op by p. GDAS takes the one-hot h of argmax p and weighs
 by h − p.detach() + p: h in value, p's gradient (straight-through); each edge then computes only its sampled op.
-τ lives in a device tensor that the ``temperature`` hook fills at every epoch start; the genotype ranks softmax(α).
+τ lives in a device tensor that the ``temperature`` hook fills at every epoch start.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 
 from ..options import Option, declare
 from .base import CellWeights, shared_by_type
-from .softmax import SoftmaxAlpha
+from .softmax import SampledAlpha
 
 if TYPE_CHECKING:
     from ..config import SearchConfig
@@ -25,10 +25,8 @@ def gumbel_softmax(alpha: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
     return ((alpha.log_softmax(-1) + gumbels) / tau).softmax(-1)
 
 
-class GumbelSoftmax(SoftmaxAlpha):
+class GumbelSoftmax(SampledAlpha):
     """SNAS: α per cell type as DARTS's, every op weighted by a soft Gumbel-softmax sample at temperature τ."""
-
-    draws = True
 
     def __init__(self, cell_types, op_names, in_degrees, init_scale: float = 1e-3, tau: float = 1.0):
         super().__init__(cell_types, op_names, in_degrees, init_scale)
@@ -43,15 +41,6 @@ class GumbelSoftmax(SoftmaxAlpha):
 
     def op_weights(self) -> list[torch.Tensor]:
         return shared_by_type(self.cell_types, {t: gumbel_softmax(a, self.tau) for t, a in self.alpha.items()})
-
-    @torch.no_grad()
-    def distribution(self) -> list[torch.Tensor]:
-        """softmax(α), not a sample: the genotype, the log and the NB201 report follow the distribution."""
-        return SoftmaxAlpha.op_weights(self)
-
-    @torch.no_grad()
-    def selection_weights(self) -> list[torch.Tensor]:
-        return [p if c.edges is None else p * c.edges[:, None] for p, c in zip(self.distribution(), self.forward())]
 
 
 class HardGumbel(GumbelSoftmax):

@@ -25,7 +25,8 @@ class Temperature(Hook):
     def __init__(self, context: SearchContext):
         super().__init__(context)
         if not isinstance(context.model.arch, GumbelSoftmax):
-            raise GradnasError(f"the temperature hook needs --arch gumbel or gumbel-hard, not {context.config.arch!r}")
+            raise GradnasError("the temperature hook needs --arch gumbel or gumbel-hard, "
+                               f"not {context.config.arch!r}")
 
     def on_epoch_start(self, context: SearchContext, epoch: int) -> None:
         c = self.config
