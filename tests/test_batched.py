@@ -57,7 +57,7 @@ BATCHED = [("darts", "darts", {"channels": 4}), ("darts", "pc-darts", {}), ("dar
            ("darts", "pc-darts", {"partial_sampling": "random"}), ("nb201", "darts", {"partial_k": 2,
                                                                                        "partial_sampling": "random"}),
            ("darts", "dnas", {"partial_sampling": "random"})]
-FALLBACK = [("darts", "darts-attention", {"partial_k": 2, "partial_sampling": "random"})]
+FALLBACK = [("darts", "darts-attention", {"partial_k": 2, "partial_sampling": "random"}), ("nb201", "gdas", {})]
 TOL = dict(rtol=1e-10, atol=1e-12)
 
 
