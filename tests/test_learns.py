@@ -25,7 +25,8 @@ from gradnas.train import TrainConfig, train
 GLOBAL = {"dnas", "pc-darts-global"}
 LEARNT = 20.0  # % training accuracy; chance is 10 % on both datasets
 #: Samplers train the weights through one noisy path at a time and learn more slowly: GDAS (one op per edge, each
-#: step cheaper) reaches 23 % after 240 steps, 17 % after 120; SNAS 26 % after 80, 15 % after 30; DrNAS 22 % after 30.
+#: step cheaper) reaches 23 % after 240 steps, 17 % after 120; SNAS 26 % after 80, 15 % after 30; DrNAS 22 % after
+#: 30 (too close to the bar).
 SAMPLED = {"gdas": {"epochs": 6, "steps_per_epoch": 40}, "snas": {"epochs": 4, "steps_per_epoch": 20},
            "drnas": {"epochs": 4, "steps_per_epoch": 20}}
 

@@ -20,8 +20,8 @@ ARCHITECTURES.register("gumbel-hard")(HardGumbel)
 ARCHITECTURES.register("dirichlet")(DirichletAlpha)
 
 __all__ = ["ARCHITECTURES", "Architecture", "BinaryMasks", "CellModifier", "CellWeights", "DecoupledPsi",
-           "DirichletAlpha", "EdgeNormalization", "GroupAttention", "GumbelSoftmax", "HardGumbel", "PerCellSoftmax", "SampledAlpha",
-           "SoftmaxAlpha", "zero_one_loss"]
+           "DirichletAlpha", "EdgeNormalization", "GroupAttention", "GumbelSoftmax", "HardGumbel", "PerCellSoftmax",
+           "SampledAlpha", "SoftmaxAlpha", "zero_one_loss"]
 
 
 declare(

@@ -55,5 +55,6 @@ class DirichletAlpha(SampledAlpha):
 declare(
     "architecture",
     Option("dirichlet_kl", float, 0.0,
-           "DrNAS: weight of the KL divergence from Dir(ELU(β)+1) to the Dir(1) prior (their --reg_type kl: 1e-3; 0: off)"),
+           "DrNAS: weight of the KL divergence from Dir(ELU(β)+1) to the Dir(1) prior "
+           "(their --reg_type kl: 1e-3; 0: off)"),
 )

@@ -14,7 +14,7 @@ from . import PRESETS
 
 
 def temperature(epoch: int, epochs: int, tau_max: float, tau_min: float) -> float:
-    """τ_e = τ_max − (τ_max − τ_min)·e/(T − 1): τ_max in the first epoch, τ_min in the last (GDAS's schedule [code])."""
+    """τ_e = τ_max − (τ_max − τ_min)·e/(T − 1): τ_max in the first epoch, τ_min in the last (GDAS's [code])."""
     return tau_max - (tau_max - tau_min) * epoch / max(epochs - 1, 1)
 
 
