@@ -132,3 +132,14 @@ def test_temperature_hook_without_its_architecture_is_a_one_line_error(tmp_path,
     err = capsys.readouterr().err
     assert code == 2 and err.strip().splitlines() == [
         "gradnas: error: the temperature hook needs --arch gumbel or gumbel-hard, not 'softmax'"]
+
+
+@pytest.mark.parametrize("method", ["gdas", "snas", "drnas"])
+@pytest.mark.parametrize("parts", [{"partial_k": 4, "edge_norm": True}, {"groups": 2, "group_attention": True}])
+def test_samplers_compose_with_partial_channels_and_channel_groups(method, parts):
+    model = build_search_model(resolve_config({"method": method, "space": "darts", "channels": 8, "layers": 3,
+                                               **parts}), 10)
+    torch.manual_seed(0)
+    model(torch.randn(2, 3, 8, 8))[0].logsumexp(-1).sum().backward()
+    assert (model.arch.alpha["normal"].grad != 0).any() and (model.arch.alpha["reduce"].grad != 0).any()
+    assert all(p.grad is not None for p in model.arch.modifiers.parameters())
