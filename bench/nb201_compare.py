@@ -42,10 +42,12 @@ from gradnas.spaces import NB201_OPS
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-METHODS = ["is-darts", "i-darts", "s-darts", "darts", "pc-darts"]
-#: docs/methods.md §9: NB201 test accuracy (CIFAR-10 / CIFAR-100 / ImageNet16-120) as published.
+METHODS = ["is-darts", "i-darts", "s-darts", "darts", "pc-darts", "gdas", "snas", "drnas"]
+#: docs/methods.md §9, §14, §15: NB201 test accuracy (CIFAR-10 / CIFAR-100 / ImageNet16-120) as published (GDAS:
+#: the NAS-Bench-201 paper; DrNAS: its paper, with progressive partial channels; SNAS: none in its paper).
 PUBLISHED = {"is-darts": (94.36, 73.51, 46.34), "i-darts": (93.31, 69.83, 43.84), "s-darts": (70.92, 38.97, 18.41),
-             "darts": (54.30, 15.61, 16.32), "pc-darts": (93.41, 67.48, 41.31)}
+             "darts": (54.30, 15.61, 16.32), "pc-darts": (93.41, 67.48, 41.31), "gdas": (93.61, 70.70, 41.71),
+             "drnas": (94.36, 73.51, 46.34)}
 TOP5 = 93.28  # CIFAR-10 test accuracy of the top 5 % of the 15,625 cells
 SKIP_HEAVY = 3  # skip connections (of 6 edges) from which a cell is reported as collapsed, with its weights
 NB201_EDGES = ["1←0", "2←0", "2←1", "3←0", "3←1", "3←2"]  # the order of the arch string and the logged weights

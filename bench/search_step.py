@@ -79,6 +79,13 @@ ROWS: list[Row] = [
     Row("is-darts-darts", "darts", "is-darts", {"batch_size": 64}, ("weight",)),
     Row("pc-darts-imagenet-darts", "darts", "pc-darts-imagenet", {"batch_size": 64}),
     Row("beta-darts-nb201", "nb201", "beta-darts", {"batch_size": 64}),
+    # GDAS computes one sampled op per edge, edge by edge under either executor (docs/methods.md §14); SNAS is
+    # the same network with every op computed, on both executors
+    Row("nb201-gdas-b64", "nb201", "gdas", {"batch_size": 64}),
+    Row("nb201-snas-b64", "nb201", "snas", {"batch_size": 64}),
+    Row("gdas-b64", "darts", "gdas", {"batch_size": 64}),
+    Row("snas-b64", "darts", "snas", {"batch_size": 64}),
+    Row("nb201-drnas-b64", "nb201", "drnas", {"batch_size": 64}),
 ]
 BASELINE = "darts-b64"
 # The foundation setting (C=16; 8 DARTS cells or 5 NB201 cells per stage) and a tiny one for smoke runs.

@@ -23,6 +23,7 @@ class CellWeights:
     ops: torch.Tensor                    # (E, |O|) weight of each candidate op on each edge
     edges: torch.Tensor | None = None    # (E,) scale of each edge's output
     groups: torch.Tensor | None = None   # (E, M) scale of each channel group of each edge's output
+    sampled: list[int] | None = None     # (E,) on the host: the one op each edge computes (GDAS); None: all
 
 
 class CellModifier(nn.Module):
@@ -51,6 +52,11 @@ class Architecture(nn.Module):
     per_cell = False
     #: True when the parameterisation sets every edge's scale itself (no edge normalisation on top).
     weighs_edges = False
+    #: True when each edge computes one sampled op, read back to the host every forward (GDAS): such a search
+    #: runs edge by edge and is not captured.
+    one_op_per_edge = False
+    #: True when every forward draws random numbers (SNAS's and GDAS's samples).
+    draws = False
 
     def __init__(self, cell_types: list[str], op_names: tuple[str, ...], in_degrees: tuple[int, ...]):
         super().__init__()
@@ -81,12 +87,21 @@ class Architecture(nn.Module):
         groups += [{"params": list(m.parameters()), "weight_decay": m.weight_decay} for m in special]
         return [g for g in groups if g["params"]]
 
+    def cell_weights(self) -> list[CellWeights]:
+        """The cells' weights before any modifier: by default one op-weight matrix each."""
+        return [CellWeights(w) for w in self.op_weights()]
+
     def forward(self) -> list[CellWeights]:
-        cells = [CellWeights(w) for w in self.op_weights()]
+        cells = self.cell_weights()
         for modifier in self.modifiers:
             for cell, value in zip(cells, modifier()):
                 setattr(cell, modifier.field, value)
         return cells
+
+    @torch.no_grad()
+    def distribution(self) -> list[torch.Tensor]:
+        """Per cell, the (E, |O|) op weights the architecture stands for (a sampler's probabilities, not a sample)."""
+        return [c.ops for c in self.forward()]
 
     @torch.no_grad()
     def selection_weights(self) -> list[torch.Tensor]:

@@ -41,3 +41,18 @@ class PerCellSoftmax(Architecture):
 
     def op_weights(self) -> list[torch.Tensor]:
         return list(self.alpha.softmax(-1).unbind(0))
+
+
+class SampledAlpha(SoftmaxAlpha):
+    """α per cell type whose op weights are a fresh random sample every forward (SNAS, GDAS, DrNAS), drawn once
+    per cell type; the genotype, the log and the NB201 report follow softmax(α), as the authors' ``genotype()``."""
+
+    draws = True
+
+    @torch.no_grad()
+    def distribution(self) -> list[torch.Tensor]:
+        return SoftmaxAlpha.op_weights(self)
+
+    @torch.no_grad()
+    def selection_weights(self) -> list[torch.Tensor]:
+        return [p if c.edges is None else p * c.edges[:, None] for p, c in zip(self.distribution(), self.forward())]

@@ -32,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from ..arch import ARCHITECTURES
 from ..arch.base import CellWeights
 from ..capture import not_capturing
 from ..spaces.ops import ReLUFirst, _concat_groupwise
@@ -681,6 +682,8 @@ def batched_fallback(config) -> str | None:
     """Why a search configuration runs edge by edge although ``executor`` is "batched"; None when it batches."""
     if config.edge != "mixed":
         return f"edge kind {config.edge!r}"
+    if ARCHITECTURES[config.arch].one_op_per_edge:
+        return "one sampled op per edge (GDAS): a node's edges run different ops"
     return None
 
 

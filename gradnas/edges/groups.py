@@ -56,7 +56,7 @@ class ChannelGroupEdge(nn.Module):
         self.inner, self.groups, self.fold = inner, groups, fold and groups > 1
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor,
-                group_scale: torch.Tensor | None = None) -> torch.Tensor | None:
+                group_scale: torch.Tensor | None = None, **sampled) -> torch.Tensor | None:
         M, B, C = self.groups, x.shape[0], x.shape[1]
         if group_scale is not None:
             # (|O|, M): a_m·w_o, in the activations' dtype so that autocast does not promote the outputs
@@ -68,6 +68,6 @@ class ChannelGroupEdge(nn.Module):
             else:  # output channel m·C/M + q belongs to group m
                 weights = scaled.repeat_interleave(C // M, dim=1).view(len(weights), C, 1, 1)
         if not self.fold:
-            return self.inner(x, weights)
-        y = self.inner(fold_groups(x, M), weights)
+            return self.inner(x, weights, **sampled)
+        y = self.inner(fold_groups(x, M), weights, **sampled)
         return None if y is None else unfold_groups(y, M)

@@ -40,11 +40,18 @@ class MixedOp(nn.Module):
         elif op_index in self.active:
             self.active.remove(op_index)
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor | None:
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, sampled: int | None = None) -> torch.Tensor | None:
         """``weights[o]`` is op o's weight: a scalar, or a tensor that broadcasts against the op's output
-        (per-sample or per-channel weights, as group attention makes them); None when no op is left at all."""
-        out, relu_x = None, None
+        (per-sample or per-channel weights, as group attention makes them); None when no op is left at all.
+        ``sampled`` (GDAS): compute that op only; the others' weights, zero in value, are added as they are, so
+        their straight-through gradient (the sum of the output's gradient) reaches α, as in the authors' cell."""
         w = weights.unbind(0)
+        if sampled is not None:
+            y = self.ops[sampled](x)
+            if sampled == self.dropped and self.training:
+                y = F.dropout(y, self.skip_dropout)
+            return torch.addcmul(weights.sum(0) - w[sampled], y, w[sampled])
+        out, relu_x = None, None
         for i in self.active:
             op = self.ops[i]
             if isinstance(op, ReLUFirst):

@@ -57,11 +57,11 @@ class PartialChannelEdge(nn.Module):
         self.inner, self.k, self.sampling = inner, k, sampling
         self.bypass = nn.MaxPool2d(2, 2) if stride == 2 and sampling != "all" else nn.Identity()
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor, *scales: torch.Tensor) -> torch.Tensor | None:
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, *scales: torch.Tensor, **sampled) -> torch.Tensor | None:
         fmt = memory_format_of(x)
         C = x.shape[1]
         if self.sampling == "all":
-            y = self.inner(x, weights, *scales)
+            y = self.inner(x, weights, *scales, **sampled)
             return None if y is None else channel_shuffle(y, self.k, fmt)
         width = C // self.k
         if self.sampling == "random":
@@ -69,7 +69,7 @@ class PartialChannelEdge(nn.Module):
             # channels stay in place and no shuffle follows, since each draw already varies them
             # (docs/methods.md §3 asks only for a random channel choice before slicing [interp]).
             chosen = torch.randperm(C, device=x.device)[:width]
-            y = self.inner(x.index_select(1, chosen).contiguous(memory_format=fmt), weights, *scales)
+            y = self.inner(x.index_select(1, chosen).contiguous(memory_format=fmt), weights, *scales, **sampled)
             if y is None:
                 return None
             # into a copy in x's layout: index_copy's own result is contiguous, which would turn every later
@@ -78,7 +78,7 @@ class PartialChannelEdge(nn.Module):
         x_ops, x_rest = x.split([width, C - width], 1)
         # One dense copy of the slice for all ops: a channel slice is strided, and every pool or conv
         # would otherwise copy it again, into the default layout.
-        y = self.inner(x_ops.contiguous(memory_format=fmt), weights, *scales)
+        y = self.inner(x_ops.contiguous(memory_format=fmt), weights, *scales, **sampled)
         if y is None:  # every op of the edge removed
             return None
         return channel_shuffle([y, self.bypass(x_rest)], self.k, fmt)

@@ -10,4 +10,4 @@ from ..registry import Registry
 PRESETS: Registry[Callable[[str], dict[str, Any]]] = Registry("method")
 PRESETS.register("darts")(lambda space: {})  # DARTS: the options' defaults
 
-from . import betadarts, dnas, gdarts, isdarts, pcdarts  # noqa: E402,F401  (each registers its presets)
+from . import betadarts, dnas, drnas, gdarts, gumbel, isdarts, pcdarts  # noqa: E402,F401  (each registers its presets)

@@ -371,7 +371,7 @@ class Searcher(RunOwner):
         except GradnasError as err:
             log.warning("no NAS-Bench-201 look-up: %s", err)
             return {}
-        probs = self.model.arch()[0].ops.detach()
+        probs = self.model.arch.distribution()[0]
         text = search_report(table, genotype, probs, self.config.top_k)
         path = write_atomic(self.out / "nb201.txt", text + "\n")
         return {"nb201": path}
@@ -468,8 +468,11 @@ def capture_unsafe(config: SearchConfig, distributed: bool, amp_dtype: torch.dty
         return "compile (compiled cells are measured apart from captured iterations)"
     if config.partial_k > 1 and config.partial_sampling == "random":
         return "random channel subsets (not yet checked under capture)"
-    if config.order == 2 and config.skip_dropout > 0:
-        return "second order with skip dropout (its finite differences replay the generator's state)"
+    if config.order == 2 and (config.skip_dropout > 0 or ARCHITECTURES[config.arch].draws):
+        return ("second order with random draws: skip dropout, samples (its finite differences replay the "
+                "generator's state)")
+    if ARCHITECTURES[config.arch].one_op_per_edge:
+        return "one sampled op per edge (GDAS: the host reads which op each edge runs)"
     if not ARCH_UPDATES[config.arch_update].graph_safe:
         return f"architecture update {config.arch_update!r} (not graph-safe)"
     return None
@@ -501,7 +504,7 @@ def final_edge_probabilities(checkpoint: Path) -> torch.Tensor:
         raise GradnasError(f"checkpoint {checkpoint} does not fit the run it describes ({config.space} space): "
                            f"{first_line(err)}") from None
     with torch.no_grad():
-        return model.arch()[0].ops
+        return model.arch.distribution()[0]
 
 
 def search_data(data: Data, num_classes: int | None = None) -> ImageDataset | StreamData:

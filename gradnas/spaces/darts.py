@@ -68,7 +68,8 @@ def sum_nodes(edges: nn.ModuleList, states: list[torch.Tensor], num_nodes: int,
     for n in range(num_nodes):
         node = None
         for h in list(states):
-            y = edges[e](h, ops[e]) if groups is None else edges[e](h, ops[e], groups[e])
+            args = (h, ops[e]) if groups is None else (h, ops[e], groups[e])
+            y = edges[e](*args) if weights.sampled is None else edges[e](*args, sampled=weights.sampled[e])
             if y is not None:
                 if scales is None:
                     node = y if node is None else node + y
