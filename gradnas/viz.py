@@ -135,7 +135,7 @@ def _draw_graphviz(graph: Graph, title: str, path: Path) -> list[Path]:
         dot.edge(src, dst, label=label)
     files = _files(path)
     for fmt, file in zip(_FORMATS, files):
-        file.write_bytes(dot.pipe(format=fmt))
+        write_atomic(file, dot.pipe(format=fmt))
     return files
 
 
