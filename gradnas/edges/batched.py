@@ -675,8 +675,6 @@ class BatchedNodes:
         self.plan, self.key = CellPlan(edges, self.layout, device), key
 
 
-EXECUTORS = ("per-edge", "batched")
-
 
 def batched_fallback(config) -> str | None:
     """Why a search configuration runs edge by edge although ``executor`` is "batched"; None when it batches."""
